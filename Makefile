@@ -1,0 +1,46 @@
+# migrate-fds: thin entry points; the steps live in scripts/.
+# make demo   - everything from nothing, then a live local upgrade demo
+# make check  - everything from nothing, then all tests (what CI runs)
+
+SHELL := /bin/bash
+PY := /usr/bin/python3
+
+.PHONY: all deps base tree export build guest check check-bisect bench demo clean distclean
+
+all: build
+
+deps:
+	bash scripts/deps.sh
+
+base:
+	bash scripts/base.sh
+
+tree: base
+	bash scripts/tree.sh
+
+export:
+	bash scripts/export.sh
+
+build: tree
+	bash scripts/build.sh
+
+guest:
+	bash scripts/guest.sh
+
+check:
+	bash scripts/check.sh
+
+check-bisect:
+	bash scripts/check-bisect.sh
+
+bench: deps build guest
+	$(PY) bench/bench.py
+
+demo: deps build guest
+	$(PY) scripts/demo.py
+
+clean:
+	rm -rf work/qemu/build work/guest work/check work/bench work/demo
+
+distclean:
+	rm -rf work

@@ -1,0 +1,78 @@
+"""`make bench`: run each local-upgrade scenario several times and report
+median and range of what the guest saw.
+
+    /usr/bin/python3 bench/bench.py [SCENARIO ...]     (default: all)
+
+Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
+with one object per scenario (scenario, runs, <figure>_median/_min/_max for
+lost, sent, gap_ms, downtime_ms, io_stall_ms, and the per-run figures).
+"""
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/e2e"))
+from mfds import harness, paths  # noqa: E402
+from mfds.scenario import SCENARIOS, run, summarize  # noqa: E402
+
+KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms",
+        "records", "records_verified", "io_lost", "vhost_user_connections")
+
+
+def fmt(s, key, digits=0):
+    med, lo, hi = s[f"{key}_median"], s[f"{key}_min"], s[f"{key}_max"]
+    if med is None:
+        return "-"
+    return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def main():
+    missing = paths.missing()
+    if missing:
+        sys.exit("bench: missing " + ", ".join(missing) + " (make build; bash scripts/guest.sh)")
+    runs = int(os.environ.get("MFDS_BENCH_RUNS", "5"))
+    names = sys.argv[1:] or list(SCENARIOS)
+    out_dir = paths.ROOT / "work/bench"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results, failed = [], 0
+    for name in names:
+        samples = []
+        for i in range(runs):
+            try:
+                with harness.Harness(f"bench-{name}-{i}", logs=out_dir / "logs" / f"{name}-{i}") as h:
+                    r = run(h, SCENARIOS[name]())
+            except Exception:
+                failed += 1
+                traceback.print_exc()
+                print(f"bench: {name} run {i + 1} failed (logs in {out_dir}/logs/{name}-{i})",
+                      file=sys.stderr)
+                continue
+            samples.append({k: r[k] for k in KEEP})
+            print(f"{name} run {i + 1}/{runs}: lost {r['lost']}/{r['sent']}, "
+                  f"gap {r['gap_ms']:.1f} ms, downtime {r['downtime_ms']} ms, "
+                  f"I/O stall {r['io_stall_ms']:.1f} ms, "
+                  f"{r['bytes_verified'] >> 20} MiB verified", file=sys.stderr)
+        s = summarize(name, samples)
+        s["failed"] = runs - len(samples)
+        s["samples"] = samples
+        results.append(s)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    head = f"{'scenario':<12} {'runs':>4}  {'sent':>16}  {'lost':>14}  {'longest gap ms':>18}  " \
+           f"{'downtime ms':>14}  {'I/O stall ms':>18}"
+    print("median (min-max) over the runs; TCG guest, 1 kHz UDP stream, 32 AIO writes in flight")
+    print(head)
+    for s in results:
+        print(f"{s['scenario']:<12} {s['runs']:>4}  {fmt(s, 'sent'):>16}  {fmt(s, 'lost'):>14}  "
+              f"{fmt(s, 'gap_ms', 1):>18}  {fmt(s, 'downtime_ms'):>14}  {fmt(s, 'io_stall_ms', 1):>18}")
+    print(f"written: {out_dir / 'results.json'}")
+    left = harness.leftovers()
+    if left:
+        print(f"bench: left behind: {left}", file=sys.stderr)
+    sys.exit(1 if failed or left else 0)
+
+
+if __name__ == "__main__":
+    main()

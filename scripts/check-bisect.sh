@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Build every prefix of the series and run the quick tests on each
+# (checkpatch of the newest patch, the qtests of tests/qtests.list).
+# Uses a separate worktree (work/bisect) so work/qemu stays as it is;
+# successive prefixes rebuild incrementally.  Names the first patch that
+# breaks.  Not part of CI.
+. "$(dirname "$0")/lib.sh"
+
+"$ROOT/scripts/tree.sh"
+BT=$WORK/bisect
+git -C "$QEMU_TREE" worktree prune
+[ -e "$BT/.git" ] || git -C "$QEMU_TREE" worktree add -q --detach "$BT" base
+
+mapfile -t commits < <(git -C "$QEMU_TREE" rev-list --reverse base..HEAD)
+mapfile -t files < <(ls "$PATCHES"/*.patch 2>/dev/null | grep -v '/0000-cover-letter.patch$' || true)
+[ ${#commits[@]} -eq ${#files[@]} ] || die "work/qemu and patches/ disagree; run 'make tree'"
+[ ${#commits[@]} -gt 0 ] || { log "the series is empty: nothing to bisect"; exit 0; }
+
+for k in "${!commits[@]}"; do
+  c=${commits[$k]} p=${files[$k]} name=$(basename "${files[$k]}")
+  log "[$((k + 1))/${#commits[@]}] $name"
+  git -C "$BT" checkout -q --detach "$c"
+  out=$WORK/check-bisect/$((k + 1))
+  rm -rf "$out"; mkdir -p "$out"
+  (cd "$BT" && ./scripts/checkpatch.pl --no-color --patch "$p") >"$out/checkpatch.log" 2>&1 ||
+    die "first broken patch: $name (checkpatch, see $out/checkpatch.log)"
+  WORK=$out QEMU_TREE=$BT "$ROOT/scripts/build.sh" ||
+    die "first broken patch: $name (build, see $out/build.log)"
+  read -r qp qf qs < <("$ROOT/scripts/qtests.sh" "$BT/build" "$out" | tail -n 1)
+  [ "$qf" -eq 0 ] || die "first broken patch: $name ($qf qtests failed, see $out)"
+  log "  ok: $qp passed, $qs skipped"
+done
+log "every prefix of the series builds and passes the quick tests"

@@ -1,0 +1,449 @@
+"""Building blocks: a network namespace with taps, qemu-storage-daemon with
+vhost-user-blk exports, QEMU processes with QMP, the guest agent, the stream.
+
+Everything registers its own teardown on a Harness (an ExitStack), so a
+failing test still leaves no namespace, process, socket or /dev/shm file.
+"""
+import contextlib
+import json
+import os
+import re
+import secrets
+import select
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from . import paths
+from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402 (paths sets sys.path)
+
+PREFIX = "mfds-"
+GUEST_IP, HOST_IP, PREFIXLEN = "10.0.0.2", "10.0.0.1", 24
+ECHO_PORT = 7777
+BOOT_TIMEOUT = 60
+MAC = "52:54:00:12:34:56"
+
+
+def sh(*args, check=True):
+    """Run a host command; return its stdout."""
+    r = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check and r.returncode:
+        raise RuntimeError(f"{' '.join(map(str, args))}: {r.stderr.strip()}")
+    return r.stdout
+
+
+# Ids of the harnesses this process created: leftovers() checks only those,
+# so a bench running beside a test session does not count against it.
+CREATED = set()
+
+
+def leftovers(ids=None):
+    """Anything of ours still around: namespaces, /dev/shm files, run dirs,
+    processes (matched by the run dir or shm path in their command line).
+    ids: only these harness ids (default: those created by this process);
+    "all": every mfds-* there is."""
+    ids = CREATED if ids is None else ids
+    mine = (lambda name: name.startswith(PREFIX)) if ids == "all" else (lambda name: name in ids)
+    found = [f"netns {n}" for n in sh("ip", "netns", "list").split() if mine(n)]
+    found += [f"file {p}" for p in Path("/dev/shm").glob(PREFIX + "*") if mine(p.name)]
+    found += [f"dir {p}" for p in Path("/tmp").glob(PREFIX + "*") if mine(p.name)]
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        for m in re.findall(r"/(?:tmp|dev/shm)/(" + PREFIX + r"[0-9a-f]+)", cmd):
+            if mine(m):
+                found.append(f"process {p.name}: {cmd[:120]}")
+                break
+    return found
+
+
+class Proc:
+    """A child process with its output in a log file; stop() is idempotent."""
+
+    def __init__(self, name, argv, log, pass_fds=(), stdout=None):
+        self.name = name
+        self.log = log
+        with open(log, "ab") as f:
+            self.p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                      stdout=stdout or f, stderr=f,
+                                      pass_fds=pass_fds, start_new_session=True)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def wait(self, timeout):
+        try:
+            return self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.alive():
+            self.p.send_signal(sig)
+            if self.wait(timeout) is None:
+                self.p.kill()
+                self.p.wait()
+        if self.p.stdout:
+            self.p.stdout.close()
+
+
+class Monitor:
+    """Synchronous QMP over a socketpair (no socket path to race for): the
+    child gets one end as fd N and `-chardev socket,id=mon,fd=N`."""
+
+    def __init__(self, name):
+        self.ours, self.theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.fd = self.theirs.fileno()
+        self.qmp = QEMUMonitorProtocol(self.ours, nickname=name)
+        self.events = []
+
+    def chardev(self, ident="mon"):
+        return f"socket,id={ident},fd={self.fd}"
+
+    def connect(self, proc):
+        self.theirs.close()  # the child has its copy
+        try:
+            self.qmp.connect(negotiate=True)
+        except Exception as e:
+            proc.wait(2)
+            tail = Path(proc.log).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{proc.name}: no QMP ({e}); log:\n{tail}") from e
+        self.qmp.settimeout(30)
+
+    def cmd(self, name, **args):
+        return self.qmp.cmd(name, **args)
+
+    def wait_event(self, match, timeout=60):
+        """Wait for an event for which match(event) is true; return it."""
+        deadline = time.monotonic() + timeout
+        for ev in self.events:
+            if match(ev):
+                return ev
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no matching QMP event in {timeout}s")
+            try:
+                ev = self.qmp.pull_event(wait=float(left))
+            except TimeoutError:
+                continue
+            if ev:
+                self.events.append(ev)
+                if match(ev):
+                    return ev
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            self.qmp.close()
+        self.ours.close()
+        with contextlib.suppress(OSError):
+            self.theirs.close()
+
+
+def event_time(ev):
+    """A QMP event's timestamp on the host's time.monotonic() scale."""
+    ts = ev["timestamp"]
+    wall = ts["seconds"] + ts["microseconds"] / 1e6
+    return wall - (time.time() - time.monotonic())
+
+
+class Netns:
+    """A private network namespace holding the taps and all processes."""
+
+    def __init__(self, name):
+        self.name = name
+        sh("ip", "netns", "add", name)
+        self.ip("link", "set", "lo", "up")
+
+    def ip(self, *args):
+        return sh("ip", "-n", self.name, *args)
+
+    def batch(self, lines):
+        """Several ip commands in one process (fewer ms during a switch)."""
+        r = subprocess.run(["ip", "-n", self.name, "-batch", "-"], input="\n".join(lines) + "\n",
+                           text=True, capture_output=True)
+        if r.returncode:
+            raise RuntimeError(f"ip -batch: {r.stderr.strip()}")
+
+    def exec(self, *argv):
+        return ["ip", "netns", "exec", self.name, *map(str, argv)]
+
+    def add_tap(self, name, multi_queue=False, addr=None):
+        self.ip("tuntap", "add", "dev", name, "mode", "tap",
+                *(["multi_queue"] if multi_queue else []))
+        if addr:
+            self.ip("addr", "add", addr, "dev", name)
+        self.ip("link", "set", name, "up")
+
+    def delete(self):
+        sh("ip", "netns", "del", self.name, check=False)
+
+
+class Storage:
+    """qemu-storage-daemon serving a raw image over vhost-user-blk exports.
+
+    Connections the daemon saw: every vhost-user client arrives through an
+    accept() on an export's listening socket, and the daemon's only other
+    socket, its QMP monitor, is a pre-connected socketpair (no accept).  So
+    the count of the `qio_channel_socket_accept_complete` trace event in its
+    log is the number of vhost-user connections.
+    """
+
+    def __init__(self, h, image, iops_limit=None):
+        self.h = h
+        self.node = "disk0"
+        self.trace = h.dir / "qsd-trace.log"
+        self.mon = Monitor("qsd")
+        blockdev = [f"--blockdev", f"driver=file,node-name=file0,filename={image}"]
+        if iops_limit:
+            # Keeps requests inside the daemon for a while (a slow backend).
+            blockdev = [f"--object", f"throttle-group,id=tg0,x-iops-total={iops_limit}",
+                        *blockdev, "--blockdev",
+                        f"driver=throttle,node-name={self.node},file=file0,throttle-group=tg0"]
+        else:
+            blockdev[1] = blockdev[1].replace("node-name=file0", f"node-name={self.node}")
+        argv = h.ns.exec(paths.QSD,
+                         "--chardev", self.mon.chardev(), "--monitor", "chardev=mon",
+                         "--trace", f"enable=qio_channel_socket_accept_complete,file={self.trace}",
+                         *blockdev)
+        self.proc = Proc("qsd", argv, h.dir / "qsd.log", pass_fds=[self.mon.fd])
+        h.stack.callback(self.close)
+        self.mon.connect(self.proc)
+
+    def add_export(self, ident, sock):
+        self.mon.cmd("block-export-add", type="vhost-user-blk", id=ident,
+                     **{"node-name": self.node}, writable=True,
+                     addr={"type": "unix", "path": str(sock)})
+
+    def connections(self):
+        if not self.trace.exists():
+            return 0
+        return self.trace.read_text().count("qio_channel_socket_accept_complete")
+
+    def close(self):
+        with contextlib.suppress(Exception):
+            if self.proc.alive():
+                self.mon.cmd("quit")
+        self.proc.wait(5)
+        self.proc.stop()
+        self.mon.close()
+
+
+class Agent:
+    """Client of the guest agent (tests/e2e/guest/mfds-agent) on the VM's
+    second serial port, a unix socket QEMU listens on."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        self.sock = None
+        self.buf = b""
+        self.n = 0
+
+    def _connect(self, timeout):
+        deadline = time.monotonic() + timeout
+        while self.sock is None:
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                s.connect(self.path)
+                self.sock = s
+            except OSError:
+                s.close()
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def _send(self, cmd):
+        self.n += 1
+        ident = f"c{self.n}"
+        self.sock.sendall(f"\n{ident} {cmd}\n".encode())
+        return ident
+
+    def _wait(self, ident, timeout):
+        """Output and exit code of command ident, or None on timeout."""
+        pat = re.compile(rb"@@MFDS-END " + ident.encode() + rb" (\d+)\n")
+        deadline = time.monotonic() + timeout
+        while True:
+            m = pat.search(self.buf)
+            if m:
+                out = self.buf[:m.start()]
+                self.buf = self.buf[m.end():]
+                # Drop the end markers of other (stale) commands.
+                out = re.sub(rb"@@MFDS-END \S+ \d+\n", b"", out)
+                return int(m.group(1)), out.decode(errors="replace")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.sock], [], [], min(left, 1.0))
+            if r:
+                data = self.sock.recv(65536)
+                if not data:
+                    raise ConnectionError("agent socket closed")
+                self.buf += data
+
+    def wait_boot(self, timeout=BOOT_TIMEOUT):
+        """Ping until the agent answers.  Pings sent while the port was not
+        yet open may be cut or replayed later: each has its own id."""
+        deadline = time.monotonic() + timeout
+        self._connect(timeout)
+        while time.monotonic() < deadline:
+            if self._wait(self._send("echo pong"), 1.0):
+                return
+        raise TimeoutError(f"guest agent did not answer in {timeout}s")
+
+    def run(self, cmd, timeout=30, check=True):
+        self._connect(5)
+        r = self._wait(self._send(cmd), timeout)
+        if r is None:
+            raise TimeoutError(f"guest command timed out: {cmd}")
+        rc, out = r
+        if check and rc:
+            raise RuntimeError(f"guest command failed ({rc}): {cmd}\n{out}")
+        return out
+
+    def close(self):
+        if self.sock:
+            self.sock.close()
+            self.sock = None
+
+
+class Vm:
+    """One QEMU process of the VM: role "src" or "dst".  Guest RAM lives in a
+    shared file on /dev/shm that both processes map (x-ignore-shared)."""
+
+    def __init__(self, h, role, netdev, disk_sock, incoming=(), machine="",
+                 extra=(), connect=True):
+        """incoming: the -incoming values (e.g. ["defer"]); machine: extra
+        -machine options; connect=False leaves QMP to a later connect()
+        (a cpr-transfer target opens its monitor only after the source's
+        migrate)."""
+        self.h = h
+        self.role = role
+        self.mon = Monitor(role)
+        self.agent = Agent(h.dir / f"agent-{role}.sock")
+        mq = "queues=" in netdev
+        argv = [
+            paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
+            "-accel", "tcg", "-machine", f"pc,memory-backend=ram0{machine}", "-smp", "1",
+            "-m", f"{h.ram_mb}M",
+            "-object", f"memory-backend-file,id=ram0,size={h.ram_mb}M,mem-path={h.shm},share=on",
+            "-kernel", paths.KERNEL, "-initrd", paths.INITRD, "-no-reboot",
+            "-append", f"console=ttyS0 quiet panic=-1 mfds.ip={GUEST_IP}/{PREFIXLEN}",
+            "-chardev", f"file,id=con,path={h.dir}/console-{role}.log",
+            "-serial", "chardev:con",
+            "-chardev", f"socket,id=agent,path={self.agent.path},server=on,wait=off",
+            "-serial", "chardev:agent",
+            "-netdev", netdev,
+            # romfile=: no iPXE ROM, the guest boots with -kernel.
+            "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=" +
+            (",mq=on,vectors=6" if mq else ""),
+            "-chardev", f"socket,id=vub0,path={disk_sock}",
+            "-device", "vhost-user-blk-pci,chardev=vub0,id=disk0",
+            "-chardev", self.mon.chardev(), "-mon", "chardev=mon,mode=control",
+            *[a for i in incoming for a in ("-incoming", i)], *extra,
+            # Debugging aid, e.g. MFDS_QEMU_ARGS="-L /some/firmware".
+            *shlex.split(os.environ.get("MFDS_QEMU_ARGS", "")),
+        ]
+        self.proc = Proc(f"qemu-{role}", h.ns.exec(*argv), h.dir / f"qemu-{role}.log",
+                         pass_fds=[self.mon.fd])
+        h.stack.callback(self.close)
+        if connect:
+            self.connect()
+
+    def connect(self):
+        self.mon.connect(self.proc)
+
+    def set_migration(self, caps, params):
+        self.mon.cmd("migrate-set-capabilities",
+                     capabilities=[{"capability": k, "state": v} for k, v in caps.items()])
+        if params:
+            self.mon.cmd("migrate-set-parameters", **params)
+
+    def quit(self, timeout=15):
+        with contextlib.suppress(Exception):
+            self.mon.cmd("quit")
+        self.proc.wait(timeout)
+        self.close()
+
+    def close(self):
+        self.agent.close()
+        self.proc.stop()
+        self.mon.close()
+
+
+class Stream:
+    """The 1 kHz UDP stream (stream.py) from the host side of the namespace."""
+
+    def __init__(self, h, rate=1000):
+        self.out = h.dir / "stream.json"
+        argv = h.ns.exec(paths.PYTHON, paths.STREAM, GUEST_IP, ECHO_PORT, self.out, rate)
+        self.proc = Proc("stream", argv, h.dir / "stream.log", stdout=subprocess.PIPE)
+        h.stack.callback(self.proc.stop)
+
+    def wait_ready(self, timeout=20):
+        r, _, _ = select.select([self.proc.p.stdout], [], [], timeout)
+        line = self.proc.p.stdout.readline() if r else b""
+        if line.strip() != b"ready":
+            raise TimeoutError("no reply from the guest echo")
+
+    def stop(self):
+        self.proc.stop(signal.SIGTERM, timeout=10)
+        data = json.loads(self.out.read_text())
+        sent = data["sent"]
+        recv = {int(k): v for k, v in data["recv"].items()}
+        return {"sent_t": sent, "recv": recv, "send_errors": data["send_errors"]}
+
+
+class Harness:
+    """One VM's world: namespace, run dir, shared RAM file, image, daemon.
+    Use as a context manager; teardown runs in reverse order of set-up."""
+
+    def __init__(self, name="run", ram_mb=256, image_mb=1024, logs=None):
+        self.id = PREFIX + secrets.token_hex(4)
+        CREATED.add(self.id)
+        self.name = name
+        self.ram_mb = ram_mb
+        self.logs = logs
+        self.stack = contextlib.ExitStack()
+        self.dir = Path("/tmp") / self.id
+        self.shm = Path("/dev/shm") / self.id
+        self.image = self.dir / "disk.img"
+        self.image_mb = image_mb
+
+    def __enter__(self):
+        self.stack.__enter__()
+        try:
+            self.dir.mkdir()
+            self.stack.callback(self._remove_dir)
+            self.stack.callback(lambda: self.shm.unlink(missing_ok=True))
+            with open(self.image, "wb") as f:
+                f.truncate(self.image_mb << 20)
+            self.ns = Netns(self.id)
+            self.stack.callback(self.ns.delete)
+        except BaseException:
+            self.stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        return self.stack.__exit__(*exc)
+
+    def _remove_dir(self):
+        if self.logs:
+            dest = Path(self.logs)
+            shutil.rmtree(dest, ignore_errors=True)
+            dest.mkdir(parents=True, exist_ok=True)
+            for p in self.dir.iterdir():
+                if p.suffix in (".log", ".json"):
+                    shutil.copy(p, dest / p.name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def sock(self, name):
+        return self.dir / f"{name}.sock"

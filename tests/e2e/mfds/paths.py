@@ -1,0 +1,26 @@
+"""Locations of the build, the guest and QEMU's own python package."""
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+BUILD = Path(os.environ.get("MFDS_BUILD", ROOT / "work/qemu/build"))
+QEMU = BUILD / "qemu-system-x86_64"
+QSD = BUILD / "storage-daemon/qemu-storage-daemon"
+GUEST = ROOT / "work/guest"
+KERNEL = GUEST / "vmlinuz"
+INITRD = GUEST / "initrd.img"
+STREAM = Path(__file__).with_name("stream.py")
+PYTHON = "/usr/bin/python3"
+
+# QMP through the tree's own python/qemu package (the tree the build came from).
+_qemu_python = BUILD.parent / "python"
+if not (_qemu_python / "qemu/qmp").is_dir():
+    _qemu_python = ROOT / "work/qemu/python"
+if str(_qemu_python) not in sys.path:
+    sys.path.insert(0, str(_qemu_python))
+
+
+def missing():
+    """Files the harness needs that are not there, as a list of strings."""
+    return [str(p) for p in (QEMU, QSD, KERNEL, INITRD) if not p.exists()]

@@ -1,0 +1,82 @@
+"""Fixed-rate UDP stream to the guest's echo, run inside the test namespace.
+
+    python3 stream.py HOST PORT OUT.json [RATE_HZ]
+
+Sends datagram k at t0 + k / RATE on an absolute schedule: a late or failed
+send never shifts the ones after it, and missing replies never slow it down
+(iputils ping backs off to ~100 Hz during an outage, which hides losses).
+Prints "ready" once the first reply is back; on SIGTERM stops sending, waits
+GRACE_S for late replies and writes per-sequence send and receive times
+(time.monotonic(), comparable with the test process) to OUT.json.
+Stdlib only: it runs as a separate process under `ip netns exec`.
+"""
+import json
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+
+GRACE_S = 0.5
+stop = False
+
+
+def on_term(_sig, _frame):
+    global stop
+    stop = True
+
+
+def main():
+    host, port, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    period = 1.0 / (float(sys.argv[4]) if len(sys.argv) > 4 else 1000.0)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setblocking(False)
+    sent, recv, send_errors = [], {}, 0
+    ready = False
+    t0 = time.monotonic()
+    end = None
+    while True:
+        now = time.monotonic()
+        if stop and end is None:
+            end = now + GRACE_S
+        if end is not None and now >= end:
+            break
+        nxt = t0 + len(sent) * period
+        if end is None and now >= nxt:
+            seq = len(sent)
+            sent.append(now)
+            try:
+                s.sendto(struct.pack("!Q", seq), (host, port))
+            except OSError:
+                # No route or no neighbour while the host side switches taps:
+                # the datagram is lost like any other.
+                send_errors += 1
+            continue
+        timeout = max(0.0, (end if end is not None else nxt) - now)
+        try:
+            r, _, _ = select.select([s], [], [], timeout)
+        except InterruptedError:
+            continue
+        if not r:
+            continue
+        while True:
+            try:
+                data = s.recv(64)
+            except (BlockingIOError, ConnectionRefusedError):
+                break
+            t = time.monotonic()
+            if len(data) == 8:
+                recv.setdefault(struct.unpack("!Q", data)[0], t)
+                if not ready:
+                    ready = True
+                    print("ready", flush=True)
+    with open(out, "w") as f:
+        json.dump({"period": period, "sent": sent, "send_errors": send_errors,
+                   "recv": {str(k): v for k, v in recv.items()}}, f)
+
+
+if __name__ == "__main__":
+    main()

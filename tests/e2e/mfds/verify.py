@@ -1,0 +1,31 @@
+"""Host-side check of the records tests/e2e/guest/writer.c wrote.
+
+Record layout: b"MFDSREC1", u64 seq, u64 runid, u32 crc32 (zlib's, over the
+record with this field zero), u32 0, payload.  Record seq lives at seq * 4096.
+"""
+import struct
+import zlib
+
+REC = 4096
+
+
+def check_image(path, count, run=1):
+    """Check records 0..count-1 of the raw image at path.
+
+    Returns (good, bad_seqs): good counts records with the right magic, seq,
+    run id and checksum; bad_seqs lists the others (at most 20 shown).
+    """
+    good, bad = 0, []
+    with open(path, "rb") as f:
+        for seq in range(count):
+            rec = f.read(REC)
+            ok = len(rec) == REC and rec[:8] == b"MFDSREC1"
+            if ok:
+                s, r, crc = struct.unpack_from("<QQI", rec, 8)
+                ok = (s == seq and r == run and
+                      zlib.crc32(rec[:24] + b"\0\0\0\0" + rec[28:]) == crc)
+            if ok:
+                good += 1
+            elif len(bad) < 20:
+                bad.append(seq)
+    return good, bad
