@@ -18,7 +18,7 @@ from mfds import harness, paths  # noqa: E402
 from mfds.scenario import SCENARIOS, run, summarize  # noqa: E402
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms",
-        "records", "records_verified", "io_lost", "vhost_user_connections")
+        "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
 
 
 def fmt(s, key, digits=0):

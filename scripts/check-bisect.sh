@@ -7,6 +7,7 @@
 . "$(dirname "$0")/lib.sh"
 
 "$ROOT/scripts/tree.sh"
+"$ROOT/scripts/build-base.sh"
 BT=$WORK/bisect
 git -C "$QEMU_TREE" worktree prune
 [ -e "$BT/.git" ] || git -C "$QEMU_TREE" worktree add -q --detach "$BT" base

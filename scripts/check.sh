@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# make check: from nothing to a tested series.  deps -> tree -> build ->
-# guest, then: checkpatch on every patch, the qtests of tests/qtests.list,
-# and tests/e2e.  Ends with one line "N passed, N failed, N skipped" that
+# make check: from nothing to a tested series.  deps -> tree -> build
+# (the series, and the unpatched base for compatibility tests) -> guest,
+# then: checkpatch on every patch, the qtests of tests/qtests.list, and
+# tests/e2e.  Ends with one line "N passed, N failed, N skipped" that
 # counts all of it; exits non-zero on any failure.
 . "$(dirname "$0")/lib.sh"
 
@@ -31,6 +32,7 @@ if [ "$(id -u)" = 0 ]; then
 fi
 stage "tree"; "$ROOT/scripts/tree.sh"
 stage "build"; "$ROOT/scripts/build.sh"
+stage "build of the unpatched base"; "$ROOT/scripts/build-base.sh"
 stage "guest"; "$ROOT/scripts/guest.sh"
 
 # --- checkpatch: every patch of the series, 0 errors.

@@ -7,17 +7,33 @@
 build=$1 out=$2
 mkdir -p "$out"
 mapfile -t runs < <(grep -vE '^\s*(#|$)' "$ROOT/tests/qtests.list")
-bins=$(printf '%s\n' "${runs[@]}" | awk '{print "tests/qtest/" $1}' | sort -u)
+bins=$(printf '%s\n' "${runs[@]}" | awk '{for (i = 1; $i ~ /=/; i++); print "tests/qtest/" $i}' | sort -u)
 ninja -C "$build" $bins >"$out/qtest-build.log" 2>&1 ||
   { tail -n 30 "$out/qtest-build.log" >&2; echo "building the qtests failed" >&2; echo "0 1 0"; exit 0; }
 
 P=0 F=0 S=0 i=0
 for r in "${runs[@]}"; do
-  read -r bin rest <<<"$r"
-  read -r -a extra <<<"${rest:-}"
+  # Leading VAR=value words set the environment of the run; @BASE@ is the
+  # build of the unpatched base (scripts/build-base.sh).
+  read -r -a words <<<"${r//@BASE@/$WORK/qemu-base/build}"
+  envs=()
+  while [[ ${words[0]} == *=* ]]; do envs+=("${words[0]}"); words=("${words[@]:1}"); done
+  bin=${words[0]} extra=("${words[@]:1}") rest="${envs[*]} ${extra[*]}"
   i=$((i + 1))
   lg="$out/qtest-$i-$bin.log"
-  args=(--tap -k "${extra[@]}")
+  # --prefix=P: every test whose path starts with P (qos-test's -p does not
+  # match its graph's suites).
+  args=(--tap -k)
+  for a in "${extra[@]}"; do
+    if [[ $a == --prefix=* ]]; then
+      while read -r tp; do args+=(-p "$tp"); done < <(
+        cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+          QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
+          "tests/qtest/$bin" -l 2>/dev/null | grep "^${a#--prefix=}")
+    else
+      args+=("$a")
+    fi
+  done
   rc=0
   ( cd "$build" &&
     QTEST_QEMU_BINARY=./qemu-system-x86_64 \
@@ -25,7 +41,7 @@ for r in "${runs[@]}"; do
     QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
     PYTHON="$build/pyvenv/bin/python3" \
     MALLOC_PERTURB_=$((RANDOM % 255 + 1)) \
-    timeout 900 "tests/qtest/$bin" "${args[@]}" ) >"$lg" 2>&1 || rc=$?
+    env "${envs[@]}" timeout 900 "tests/qtest/$bin" "${args[@]}" ) >"$lg" 2>&1 || rc=$?
   ok=$(grep -cE '^ok [0-9]+' "$lg" || true)
   sk=$(grep -cE '^ok [0-9]+.*# SKIP' "$lg" || true)
   bad=$(grep -cE '^not ok [0-9]+' "$lg" || true)

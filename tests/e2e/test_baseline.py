@@ -32,6 +32,7 @@ def test_baseline_local_upgrade(h, multi_queue, cpr):
     # missing, and every record reads back from the image intact.
     assert r["records"] > 0
     assert r["writes_after"] > r["writes_at_switch"]
+    assert not r["writer_stuck"]
     assert r["io_errors"] == 0 and r["io_lost"] == 0
     assert r["bad_records"] == []
     assert r["records_verified"] == r["records"]

@@ -1,16 +1,19 @@
 /*
  * Guest-side block writer for the migrate-fds end-to-end tests.
  *
- *   writer write DEV [-q DEPTH] [-l LOG] [-r RUNID]
+ *   writer write DEV [-q DEPTH] [-l LOG] [-s STATUS] [-r RUNID]
  *       Writes 4 KiB records 0, 1, 2, ... at offset seq * 4096 with O_DIRECT
  *       and Linux AIO (raw syscalls: no libaio in the guest), keeping DEPTH
  *       writes in flight (default 32).  On SIGTERM/SIGINT it stops submitting,
  *       drains what is in flight (at most DRAIN_S seconds), writes one
  *       "seq t_us" line per completion to LOG and prints a summary line:
- *         records=N completions=C lost=L errors=E max_stall_ms=X stall_at_ms=Y
+ *         records=N completions=C lost=L errors=E max_stall_ms=X stall_at_ms=Y state=final
  *       Records 0..N-1 were all submitted; lost counts submitted writes that
  *       never completed.  The longest stall is the longest interval between
- *       two consecutive completions (guest clock).
+ *       two consecutive completions (guest clock).  STATUS holds the same
+ *       line, rewritten every 100 ms with state=running (lost = in flight),
+ *       so a writer stuck in the kernel on writes that never complete still
+ *       tells what it saw.
  *
  *   writer verify DEV N [-r RUNID]
  *       Reads records 0..N-1 back (O_DIRECT) and checks them; prints
@@ -105,16 +108,45 @@ static int open_dev(const char *dev, int flags, uint64_t *nrec)
     return fd;
 }
 
-static int do_write(const char *dev, int depth, const char *logpath, uint64_t run)
+struct stats {
+    uint64_t next, completions, errors, max_stall, stall_at;
+    int inflight;
+};
+
+static void put_status(FILE *f, const struct stats *st, const char *state)
 {
-    uint64_t nrec, next = 0, completions = 0, errors = 0;
-    uint64_t last = 0, max_stall = 0, stall_at = 0, start;
+    fprintf(f, "records=%llu completions=%llu lost=%d errors=%llu "
+            "max_stall_ms=%.3f stall_at_ms=%.3f state=%s\n",
+            (unsigned long long)st->next, (unsigned long long)st->completions,
+            st->inflight, (unsigned long long)st->errors, st->max_stall / 1000.0,
+            st->stall_at / 1000.0, state);
+}
+
+/* Rewrite the status file in place (one short line). */
+static void save_status(int fd, const struct stats *st, const char *state)
+{
+    char buf[256];
+    FILE *m;
+    if (fd < 0 || !(m = fmemopen(buf, sizeof(buf), "w")))
+        return;
+    put_status(m, st, state);
+    long n = ftell(m);
+    fclose(m);
+    if (pwrite(fd, buf, n, 0) == n)
+        ftruncate(fd, n);
+}
+
+static int do_write(const char *dev, int depth, const char *logpath,
+                    const char *statpath, uint64_t run)
+{
+    uint64_t nrec, last = 0, start, saved = 0;
+    struct stats st = { 0 };
     int fd = open_dev(dev, O_RDWR, &nrec);
+    int sfd = statpath ? open(statpath, O_WRONLY | O_CREAT | O_TRUNC, 0644) : -1;
     aio_context_t ctx = 0;
     struct iocb iocbs[MAXQ];
     struct io_event ev[MAXQ];
     unsigned char *buf[MAXQ];
-    int inflight = 0;
     size_t logcap = 1 << 16, logn = 0;
     uint64_t (*log)[2] = malloc(logcap * sizeof(*log));
 
@@ -129,34 +161,34 @@ static int do_write(const char *dev, int depth, const char *logpath, uint64_t ru
     start = last = now_us();
 
     /* Slots 0..depth-1; a slot is resubmitted as soon as it completes. */
-    for (int i = 0; i < depth && next < nrec; i++) {
+    for (int i = 0; i < depth && st.next < nrec; i++) {
         struct iocb *cb = &iocbs[i];
-        fill(buf[i], next, run);
+        fill(buf[i], st.next, run);
         memset(cb, 0, sizeof(*cb));
         cb->aio_fildes = fd;
         cb->aio_lio_opcode = IOCB_CMD_PWRITE;
         cb->aio_buf = (uintptr_t)buf[i];
         cb->aio_nbytes = REC;
-        cb->aio_offset = next * REC;
+        cb->aio_offset = st.next * REC;
         cb->aio_data = i;
         if (syscall(SYS_io_submit, ctx, 1, (struct iocb *[]){ cb }) != 1) {
             perror("io_submit");
             return 2;
         }
-        next++;
-        inflight++;
+        st.next++;
+        st.inflight++;
     }
     printf("started depth=%d records=%llu\n", depth, (unsigned long long)nrec);
     fflush(stdout);
 
     uint64_t drain_until = 0;
-    while (inflight > 0) {
+    while (st.inflight > 0) {
         if (stop && !drain_until)
             drain_until = now_us() + DRAIN_S * 1000000ull;
         if (drain_until && now_us() > drain_until)
             break;
         struct timespec to = { 0, 100 * 1000 * 1000 };
-        long n = syscall(SYS_io_getevents, ctx, 1, inflight, ev, &to);
+        long n = syscall(SYS_io_getevents, ctx, 1, st.inflight, ev, &to);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0) {
@@ -164,16 +196,20 @@ static int do_write(const char *dev, int depth, const char *logpath, uint64_t ru
             return 2;
         }
         uint64_t t = now_us();
+        if (t - saved > 100000) {
+            save_status(sfd, &st, "running");
+            saved = t;
+        }
         for (long k = 0; k < n; k++) {
             int i = ev[k].data;
             struct iocb *cb = &iocbs[i];
-            inflight--;
-            completions++;
+            st.inflight--;
+            st.completions++;
             if (ev[k].res != REC)
-                errors++;
-            if (!stop && t - last > max_stall) {
-                max_stall = t - last;
-                stall_at = last - start;
+                st.errors++;
+            if (!stop && t - last > st.max_stall) {
+                st.max_stall = t - last;
+                st.stall_at = last - start;
             }
             last = t;
             if (logn == logcap) {
@@ -183,17 +219,17 @@ static int do_write(const char *dev, int depth, const char *logpath, uint64_t ru
             log[logn][0] = cb->aio_offset / REC;
             log[logn][1] = t - start;
             logn++;
-            if (stop || next >= nrec)
+            if (stop || st.next >= nrec)
                 continue;
-            fill(buf[i], next, run);
-            cb->aio_offset = next * REC;
+            fill(buf[i], st.next, run);
+            cb->aio_offset = st.next * REC;
             if (syscall(SYS_io_submit, ctx, 1, (struct iocb *[]){ cb }) != 1) {
                 perror("io_submit");
-                errors++;
+                st.errors++;
                 continue;
             }
-            next++;
-            inflight++;
+            st.next++;
+            st.inflight++;
         }
     }
     if (logpath) {
@@ -204,11 +240,9 @@ static int do_write(const char *dev, int depth, const char *logpath, uint64_t ru
         if (f)
             fclose(f);
     }
-    printf("records=%llu completions=%llu lost=%d errors=%llu "
-           "max_stall_ms=%.3f stall_at_ms=%.3f\n",
-           (unsigned long long)next, (unsigned long long)completions, inflight,
-           (unsigned long long)errors, max_stall / 1000.0, stall_at / 1000.0);
-    return inflight || errors ? 1 : 0;
+    save_status(sfd, &st, "final");
+    put_status(stdout, &st, "final");
+    return st.inflight || st.errors ? 1 : 0;
 }
 
 static int do_verify(const char *dev, uint64_t n, uint64_t run)
@@ -233,7 +267,7 @@ static int do_verify(const char *dev, uint64_t n, uint64_t run)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: writer write DEV [-q DEPTH] [-l LOG] [-r RUNID]\n"
+    fprintf(stderr, "usage: writer write DEV [-q DEPTH] [-l LOG] [-s STATUS] [-r RUNID]\n"
                     "       writer verify DEV N [-r RUNID]\n");
     exit(2);
 }
@@ -241,7 +275,7 @@ static void usage(void)
 int main(int argc, char **argv)
 {
     int depth = 32;
-    const char *logpath = NULL;
+    const char *logpath = NULL, *statpath = NULL;
     uint64_t run = 1, n = 0;
     int pos = 0;
     const char *mode = NULL, *dev = NULL;
@@ -252,6 +286,8 @@ int main(int argc, char **argv)
             depth = atoi(argv[++i]);
         else if (!strcmp(argv[i], "-l") && i + 1 < argc)
             logpath = argv[++i];
+        else if (!strcmp(argv[i], "-s") && i + 1 < argc)
+            statpath = argv[++i];
         else if (!strcmp(argv[i], "-r") && i + 1 < argc)
             run = strtoull(argv[++i], NULL, 0);
         else if (pos == 0)
@@ -270,7 +306,7 @@ int main(int argc, char **argv)
         sigaction(SIGTERM, &sa, NULL);
         sigaction(SIGINT, &sa, NULL);
         setvbuf(stdout, NULL, _IOLBF, 0);
-        return do_write(dev, depth, logpath, run);
+        return do_write(dev, depth, logpath, statpath, run);
     }
     if (!strcmp(mode, "verify") && pos == 3)
         return do_verify(dev, n, run);

@@ -13,6 +13,7 @@ The migrate-fds scenarios (same tap, same vhost-user connection handed over)
 subclass Scenario and change these.
 """
 import json
+import re
 import statistics
 import time
 
@@ -21,6 +22,7 @@ from .verify import check_image
 
 WRITER_LOG = "/tmp/writer.log"
 WRITER_OUT = "/tmp/writer.out"
+WRITER_STATUS = "/tmp/writer.status"
 
 
 class Scenario:
@@ -183,7 +185,8 @@ def run(h, sc, settle=1.0, after=2.0):
     src.agent.wait_boot()
     t["booted"] = time.monotonic()
     src.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
-    src.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} >{WRITER_OUT} 2>&1 &")
+    src.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} -s {WRITER_STATUS} "
+                  f">{WRITER_OUT} 2>&1 &")
     src.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
                   f"cat {WRITER_OUT}; exit 1")
     stream = hn.Stream(h)
@@ -225,13 +228,19 @@ def run(h, sc, settle=1.0, after=2.0):
     r["writes_after"] = guest_writes(dst)
     t["stream_stopped"] = time.monotonic()
 
-    out = dst.agent.run(f"kill -TERM $(pidof writer); while pidof writer >/dev/null; do sleep 0.05; done; "
-                        f"cat {WRITER_OUT}", timeout=60)
+    # Wait for the writer's final status, not for its exit: a writer with
+    # completions lost at the switchover gives up draining after 20 s but
+    # may then hang in the kernel on the writes still in flight; its last
+    # status still tells what it saw.
+    out = dst.agent.run(f"kill -TERM $(pidof writer); for i in $(seq 300); do "
+                        f"grep -q state=final {WRITER_STATUS} && break; sleep 0.1; done; "
+                        f"cat {WRITER_STATUS}", timeout=90)
     summary = next((ln for ln in out.splitlines() if ln.startswith("records=")), None)
     if summary is None:
-        raise RuntimeError(f"writer gave no summary: {out}")
+        raise RuntimeError(f"writer gave no status: {out}")
     w = parse_kv(summary)
     r["writer"] = w
+    r["writer_stuck"] = w["state"] != "final"
     r["records"] = int(w["records"])
     r["io_lost"] = int(w["lost"])
     r["io_errors"] = int(w["errors"])
@@ -239,8 +248,9 @@ def run(h, sc, settle=1.0, after=2.0):
     # Every completion gap over 20 ms (guest clock, ms since the writer
     # started): shows whether the worst stall is one outage or several.
     out = dst.agent.run(f"awk 'NR > 1 && $2 - p > 20000 {{ print p / 1000, ($2 - p) / 1000 }} "
-                        f"{{ p = $2 }}' {WRITER_LOG}")
-    r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines() if ln.strip()]
+                        f"{{ p = $2 }}' {WRITER_LOG}", check=False)
+    r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines()
+                      if re.fullmatch(r"[0-9.]+ [0-9.]+", ln.strip())]
     good, bad = check_image(h.image, r["records"])
     r["records_verified"] = good
     r["bad_records"] = bad
