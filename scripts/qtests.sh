@@ -21,19 +21,26 @@ for r in "${runs[@]}"; do
   bin=${words[0]} extra=("${words[@]:1}") rest="${envs[*]} ${extra[*]}"
   i=$((i + 1))
   lg="$out/qtest-$i-$bin.log"
-  # --prefix=P: every test whose path starts with P (qos-test's -p does not
-  # match its graph's suites).
-  args=(--tap -k)
+  # --prefix=P: every test whose path starts with P (glib's -p does not
+  # descend into nested suites).
+  args=(--tap -k) prefixes=()
   for a in "${extra[@]}"; do
-    if [[ $a == --prefix=* ]]; then
-      while read -r tp; do args+=(-p "$tp"); done < <(
-        cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
-          QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
-          "tests/qtest/$bin" -l 2>/dev/null | grep "^${a#--prefix=}")
-    else
-      args+=("$a")
-    fi
+    if [[ $a == --prefix=* ]]; then prefixes+=("${a#--prefix=}"); else args+=("$a"); fi
   done
+  unmatched=()
+  for pfx in "${prefixes[@]}"; do
+    n=${#args[@]}
+    while read -r tp; do args+=(-p "$tp"); done < <(
+      cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+        QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
+        "tests/qtest/$bin" "${args[@]:2}" -l 2>/dev/null | grep "^$pfx")
+    [ ${#args[@]} -gt "$n" ] || unmatched+=("$pfx")
+  done
+  if [ ${#unmatched[@]} -gt 0 ]; then
+    echo "FAIL $bin: no test matches ${unmatched[*]}" >&2
+    F=$((F + 1))
+    continue
+  fi
   rc=0
   ( cd "$build" &&
     QTEST_QEMU_BINARY=./qemu-system-x86_64 \
