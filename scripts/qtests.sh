@@ -28,12 +28,14 @@ for r in "${runs[@]}"; do
     if [[ $a == --prefix=* ]]; then prefixes+=("${a#--prefix=}"); else args+=("$a"); fi
   done
   unmatched=()
+  if [ ${#prefixes[@]} -gt 0 ]; then
+    listing=$(cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
+      QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
+      "tests/qtest/$bin" "${args[@]:2}" -l 2>/dev/null)
+  fi
   for pfx in "${prefixes[@]}"; do
     n=${#args[@]}
-    while read -r tp; do args+=(-p "$tp"); done < <(
-      cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
-        QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
-        "tests/qtest/$bin" "${args[@]:2}" -l 2>/dev/null | grep "^$pfx")
+    while read -r tp; do args+=(-p "$tp"); done < <(grep "^$pfx" <<<"$listing")
     [ ${#args[@]} -gt "$n" ] || unmatched+=("$pfx")
   done
   if [ ${#unmatched[@]} -gt 0 ]; then

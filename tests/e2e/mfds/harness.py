@@ -176,6 +176,16 @@ class Netns:
     def exec(self, *argv):
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
 
+    def links(self):
+        """Interfaces in the namespace but lo: {name: ifindex}."""
+        return {l["ifname"]: l["ifindex"] for l in json.loads(self.ip("-j", "link", "show"))
+                if l["ifname"] != "lo"}
+
+    def configure(self, name, addr):
+        """Give an existing interface (e.g. a tap QEMU created) an address
+        and bring it up."""
+        self.batch([f"addr add {addr} dev {name}", f"link set {name} up"])
+
     def add_tap(self, name, multi_queue=False, addr=None):
         self.ip("tuntap", "add", "dev", name, "mode", "tap",
                 *(["multi_queue"] if multi_queue else []))
@@ -185,6 +195,23 @@ class Netns:
 
     def delete(self):
         sh("ip", "netns", "del", self.name, check=False)
+
+
+def tap_fds(pid):
+    """The tap interfaces of the tun/tap fds process pid holds, one entry
+    per fd (a multiqueue tap appears once per queue)."""
+    names = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) != "/dev/net/tun":
+                continue
+            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+        except OSError:
+            continue
+        m = re.search(r"^iff:\s*(\S+)", info, re.M)
+        if m:
+            names.append(m.group(1))
+    return sorted(names)
 
 
 class Storage:
@@ -319,16 +346,19 @@ class Vm:
     shared file on /dev/shm that both processes map (x-ignore-shared)."""
 
     def __init__(self, h, role, netdev, disk_sock, incoming=(), machine="",
-                 extra=(), connect=True):
+                 extra=(), connect=True, nic_queues=None):
         """incoming: the -incoming values (e.g. ["defer"]); machine: extra
         -machine options; connect=False leaves QMP to a later connect()
         (a cpr-transfer target opens its monitor only after the source's
-        migrate)."""
+        migrate); nic_queues: the queue pairs the virtio-net device is
+        sized for (default: the netdev's queues=), so that a target can
+        keep the source's PCI device with a different tap."""
         self.h = h
         self.role = role
         self.mon = Monitor(role)
         self.agent = Agent(h.dir / f"agent-{role}.sock")
-        mq = "queues=" in netdev
+        m = re.search(r"(?:^|,)queues=(\d+)", netdev)
+        queues = nic_queues or (int(m.group(1)) if m else 1)
         argv = [
             paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "tcg", "-machine", f"pc,memory-backend=ram0{machine}", "-smp", "1",
@@ -342,8 +372,9 @@ class Vm:
             "-serial", "chardev:agent",
             "-netdev", netdev,
             # romfile=: no iPXE ROM, the guest boots with -kernel.
+            # A vector per rx and tx queue, one for config, one for control.
             "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=" +
-            (",mq=on,vectors=6" if mq else ""),
+            (f",mq=on,vectors={2 * queues + 2}" if queues > 1 else ""),
             "-chardev", f"socket,id=vub0,path={disk_sock}",
             "-device", "vhost-user-blk-pci,chardev=vub0,id=disk0",
             "-chardev", self.mon.chardev(), "-mon", "chardev=mon,mode=control",
@@ -359,6 +390,13 @@ class Vm:
 
     def connect(self):
         self.mon.connect(self.proc)
+
+    def pid(self):
+        """QEMU's pid (ip netns exec execs it in place)."""
+        return self.proc.p.pid
+
+    def hmp(self, line):
+        return self.mon.cmd("human-monitor-command", **{"command-line": line})
 
     def set_migration(self, caps, params):
         self.mon.cmd("migrate-set-capabilities",

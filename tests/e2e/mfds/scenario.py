@@ -6,6 +6,8 @@ the migration:
     source_net / source_disk   the source's -netdev and vhost-user socket
     target_net / target_disk   the same for the target
     caps, params               migration capabilities and parameters
+    source_started(h, src)     once the source QEMU is up (e.g. configure the
+                               tap it created)
     pre_migrate(h)             before the target starts (new tap, new export)
     migrate(h, src)            start the target, migrate; returns the target
     post_migrate(h)            once the migration has completed (switch host)
@@ -14,6 +16,7 @@ subclass Scenario and change these.
 """
 import json
 import re
+import signal
 import statistics
 import time
 
@@ -30,13 +33,20 @@ class Scenario:
     caps = {"x-ignore-shared": True, "events": True}
     params = {}
 
-    def __init__(self, multi_queue=False, cpr=False, iops_limit=None):
-        self.mq = multi_queue
+    # What management does on the host once the migration has completed
+    # (for reports).
+    host_switch = "host side switched"
+
+    def __init__(self, multi_queue=False, cpr=False, iops_limit=None, queues=None):
+        """queues: tap queues (default 2 with multi_queue, else 1)."""
+        self.queues = queues or (2 if multi_queue else 1)
+        self.mq = self.queues > 1
         self.cpr = cpr
         self.iops_limit = iops_limit
 
-    def tap_opts(self):
-        return ",queues=2" if self.mq else ""
+    def tap_opts(self, queues=None):
+        queues = self.queues if queues is None else queues
+        return f",queues={queues}" if queues > 1 else ""
 
     def source_net(self, h):
         return f"tap,id=n0,ifname=tap0,script=no,downscript=no{self.tap_opts()}"
@@ -51,6 +61,9 @@ class Scenario:
         h.qsd = hn.Storage(h, h.image, self.iops_limit)
         h.qsd.add_export("exp0", self.source_disk(h))
 
+    def source_started(self, h, src):
+        pass
+
     def target_net(self, h):
         raise NotImplementedError
 
@@ -60,16 +73,19 @@ class Scenario:
     def pre_migrate(self, h):
         pass
 
-    def migrate(self, h, src):
+    def migrate(self, h, src, extra=(), target_net=None):
         """Start the target and the migration; return the target Vm and the
         host time of the migrate command.  Guest RAM stays in the shared
         file: x-ignore-shared, or the cpr-transfer mode (which also passes
         fds on a cpr channel and opens the target's monitor only once the
-        source has sent it)."""
+        source has sent it).  extra, target_net: a different target (extra
+        QEMU options, another -netdev on the source's virtio-net device) for
+        the failure tests."""
         mig = f"unix:{h.sock('migrate')}"
         if not self.cpr:
-            dst = hn.Vm(h, "dst", self.target_net(h), self.target_disk(h),
-                        incoming=["defer"])
+            dst = hn.Vm(h, "dst", target_net or self.target_net(h), self.target_disk(h),
+                        incoming=["defer"], extra=extra,
+                        nic_queues=self.queues if target_net else None)
             for vm in (src, dst):
                 vm.set_migration(self.caps, self.params)
             dst.mon.cmd("migrate-incoming", uri=mig)
@@ -107,6 +123,7 @@ class Baseline(Scenario):
     """What management must do today: the target gets a new tap and a second
     export of the same block node; once the migration has completed the host
     address moves to the new tap and the old one goes."""
+    host_switch = "host side switched to the new tap"
 
     @property
     def name(self):
@@ -127,10 +144,49 @@ class Baseline(Scenario):
                     f"addr add {hn.HOST_IP}/{hn.PREFIXLEN} dev tap1"])
 
 
+class TapHandover(Baseline):
+    """migrate-fds for the tap: the source QEMU creates tap0 itself (a
+    non-persistent tap: it lives only as long as some process holds an fd
+    of it) and the host gives it its address; the target takes over the fds
+    of every queue through the migration channel, so the same interface,
+    ifindex, address, neighbour entries and queued packets carry on, and
+    nothing is switched on the host.  The target's -netdev names no
+    interface: it can only get one by the handover (a missing handover is a
+    load error, not a silently opened second tap).  The disk is as in the
+    baseline (a second vhost-user-blk export), so the I/O figures compare.
+    """
+    host_switch = "nothing switched on the host (same tap)"
+    params = {"migrate-fds": True}
+
+    @property
+    def name(self):
+        return "tap-migrate-fds"
+
+    def setup(self, h):
+        h.qsd = hn.Storage(h, h.image, self.iops_limit)
+        h.qsd.add_export("exp0", self.source_disk(h))
+
+    def source_net(self, h):
+        return super().source_net(h) + ",migrate-fds=on"
+
+    def source_started(self, h, src):
+        h.ns.configure("tap0", f"{hn.HOST_IP}/{hn.PREFIXLEN}")
+
+    def target_net(self, h, queues=None):
+        return f"tap,id=n0,script=no,downscript=no{self.tap_opts(queues)},migrate-fds=on"
+
+    def pre_migrate(self, h):
+        h.qsd.add_export("exp1", self.target_disk(h))
+
+    def post_migrate(self, h):
+        pass
+
+
 # Name -> factory, for bench.py and demo.py (new scenarios add themselves).
 SCENARIOS = {
     "baseline": Baseline,
     "baseline-cpr": lambda: Baseline(cpr=True),
+    "tap-migrate-fds": TapHandover,
 }
 
 
@@ -180,11 +236,7 @@ def run(h, sc, settle=1.0, after=2.0):
     r = {"scenario": sc.name, "multi_queue": sc.mq, "t": {}}
     t = r["t"]
     sc.setup(h)
-    src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine())
-    t["boot_start"] = time.monotonic()
-    src.agent.wait_boot()
-    t["booted"] = time.monotonic()
-    src.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
+    src = boot_source(h, sc, r)
     src.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} -s {WRITER_STATUS} "
                   f">{WRITER_OUT} 2>&1 &")
     src.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
@@ -193,6 +245,8 @@ def run(h, sc, settle=1.0, after=2.0):
     stream.wait_ready()
     time.sleep(settle)
 
+    r["links_before"] = h.ns.links()
+    r["source_tap_fds"] = hn.tap_fds(src.pid())
     sc.pre_migrate(h)
     dst, t["migrate"] = sc.migrate(h, src)
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
@@ -219,6 +273,10 @@ def run(h, sc, settle=1.0, after=2.0):
     src.quit()
     t["source_gone"] = time.monotonic()
     r["source_exit"] = src.proc.p.returncode
+    # The host's interfaces once the source is gone, and who holds them.
+    r["links_after"] = h.ns.links()
+    r["target_tap_fds"] = hn.tap_fds(dst.pid())
+    r["target_network"] = dst.hmp("info network")
 
     # Writes the guest has completed so far (a guest counter, so it carried
     # over): the writer must go on adding to it on the target.
@@ -257,6 +315,79 @@ def run(h, sc, settle=1.0, after=2.0):
     r["bytes_verified"] = good * 4096
     r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
     r["vhost_user_connections"] = h.qsd.connections()
+    return r
+
+
+def boot_source(h, sc, r):
+    """Start the source QEMU, boot the guest, start its UDP echo."""
+    t = r["t"]
+    src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine())
+    sc.source_started(h, src)
+    t["boot_start"] = time.monotonic()
+    src.agent.wait_boot()
+    t["booted"] = time.monotonic()
+    src.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
+    return src
+
+
+def run_failed_target(h, sc, how, after=1.5):
+    """A handover whose target does not take over, under the 1 kHz stream.
+    how="load-fails": the target's tap has half the source's queues (on the
+    same virtio-net device), so it rejects the fds and its load fails;
+    how="killed": the target, started with -S so that it loads the state and
+    takes the fds but does not run the guest, gets SIGKILL once the
+    migration has completed.
+    Then management does what it does when the target is lost: `cont` on
+    the source if that is not running.  Returns what the guest's network
+    did."""
+    r = {"scenario": f"{sc.name}-{how}", "t": {}}
+    t = r["t"]
+    sc.setup(h)
+    src = boot_source(h, sc, r)
+    stream = hn.Stream(h)
+    stream.wait_ready()
+    time.sleep(0.5)
+    r["links_before"] = h.ns.links()
+    r["source_tap_fds_before"] = hn.tap_fds(src.pid())
+    sc.pre_migrate(h)
+    if how == "load-fails":
+        assert sc.queues > 1, "load-fails needs a multiqueue source"
+        dst, t["migrate"] = sc.migrate(h, src, target_net=sc.target_net(h, sc.queues // 2))
+    elif how == "killed":
+        dst, t["migrate"] = sc.migrate(h, src, extra=["-S"])
+    else:
+        raise ValueError(how)
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed", "cancelled"))
+    r["migration_status"] = done["data"]["status"]
+    t["ended"] = hn.event_time(done)
+    if how == "killed":
+        # The paused target holds the handed-over fds now: kill it.
+        deadline = time.monotonic() + 30
+        while dst.mon.cmd("query-migrate").get("status") != "completed":
+            if time.monotonic() > deadline:
+                raise TimeoutError("target did not complete the incoming migration")
+            time.sleep(0.01)
+        r["target_tap_fds"] = hn.tap_fds(dst.pid())
+        dst.proc.stop(signal.SIGKILL)
+    r["target_exit"] = dst.proc.wait(30)
+    dst.close()
+    t["target_gone"] = time.monotonic()
+    status = src.mon.cmd("query-status")["status"]
+    r["source_status_after_failure"] = status
+    r["cont_needed"] = status != "running"
+    if r["cont_needed"]:
+        src.mon.cmd("cont")
+    t["source_running"] = wait_running(src)
+    time.sleep(after)
+    r.update(stream_figures(stream.stop()))
+    r["replies_after_recovery"] = sum(1 for _, _, tr in r["arrivals"]
+                                      if tr is not None and tr > t["source_running"])
+    r["links_after"] = h.ns.links()
+    r["source_tap_fds_after"] = hn.tap_fds(src.pid())
+    r["source_network"] = src.hmp("info network")
+    r["guest_alive_after"] = src.agent.run("echo alive").strip() == "alive"
+    src.quit()
     return r
 
 
