@@ -3,6 +3,11 @@ median and range of what the guest saw.
 
     /usr/bin/python3 bench/bench.py [SCENARIO ...]     (default: all)
 
+Scenarios: baseline (new tap, host switched), baseline-cpr (the same in the
+cpr-transfer mode), tap-migrate-fds (the tap's fds handed over, nothing
+switched).  When the run has baseline and tap-migrate-fds, a closing note
+compares them.
+
 Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
 with one object per scenario (scenario, runs, <figure>_median/_min/_max for
 lost, sent, gap_ms, downtime_ms, io_stall_ms, and the per-run figures).
@@ -26,6 +31,20 @@ def fmt(s, key, digits=0):
     if med is None:
         return "-"
     return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
+
+
+def compare(results):
+    """The handover against the baseline of the same run (medians)."""
+    by = {s["scenario"]: s for s in results}
+    base, ho = by.get("baseline"), by.get("tap-migrate-fds")
+    if not base or not ho or not base["runs"] or not ho["runs"]:
+        return
+    print(f"tap-migrate-fds vs baseline (medians, this run): "
+          f"lost {ho['lost_median']:.0f} vs {base['lost_median']:.0f}; "
+          f"longest gap {ho['gap_ms_median']:.1f} vs {base['gap_ms_median']:.1f} ms "
+          f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); "
+          f"downtime {ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms "
+          f"({ho['downtime_ms_median'] - base['downtime_ms_median']:+.0f} ms)")
 
 
 def main():
@@ -60,13 +79,14 @@ def main():
         results.append(s)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
-    head = f"{'scenario':<12} {'runs':>4}  {'sent':>16}  {'lost':>14}  {'longest gap ms':>18}  " \
+    head = f"{'scenario':<16} {'runs':>4}  {'sent':>16}  {'lost':>14}  {'longest gap ms':>18}  " \
            f"{'downtime ms':>14}  {'I/O stall ms':>18}"
     print("median (min-max) over the runs; TCG guest, 1 kHz UDP stream, 32 AIO writes in flight")
     print(head)
     for s in results:
-        print(f"{s['scenario']:<12} {s['runs']:>4}  {fmt(s, 'sent'):>16}  {fmt(s, 'lost'):>14}  "
+        print(f"{s['scenario']:<16} {s['runs']:>4}  {fmt(s, 'sent'):>16}  {fmt(s, 'lost'):>14}  "
               f"{fmt(s, 'gap_ms', 1):>18}  {fmt(s, 'downtime_ms'):>14}  {fmt(s, 'io_stall_ms', 1):>18}")
+    compare(results)
     print(f"written: {out_dir / 'results.json'}")
     left = harness.leftovers()
     if left:

@@ -1,9 +1,16 @@
 """`make demo`: boot the test guest, run a 1 kHz UDP stream and checksummed
-disk writes, replace its QEMU by a new process (a local upgrade; today: the
-baseline a management layer must do), and report what the guest saw.
-Writes work/demo/arrivals.png (gnuplot) and work/demo/result.json.
+disk writes, replace its QEMU by a new process (a local upgrade), and report
+what the guest saw.
 
-    /usr/bin/python3 scripts/demo.py [SCENARIO]     (default: baseline)
+By default it shows the tap handover (tap-migrate-fds: the new QEMU takes
+over the open fds of the same tap, nothing is switched on the host) and then,
+on a fresh guest, the baseline (what management does today: a new tap, the
+host switched to it afterwards) for comparison: one report each, a side by
+side summary, and work/demo/arrivals.png with one panel per scenario on the
+same time scale.  Also writes work/demo/result.json (scenario -> figures).
+
+    /usr/bin/python3 scripts/demo.py [SCENARIO ...]
+        (default: tap-migrate-fds baseline; e.g. `demo.py baseline` alone)
 """
 import json
 import subprocess
@@ -15,90 +22,149 @@ from mfds import harness, paths  # noqa: E402
 from mfds.scenario import SCENARIOS, run  # noqa: E402
 
 OUT = paths.ROOT / "work/demo"
+DEFAULT = ["tap-migrate-fds", "baseline"]
 
 DESCRIPTIONS = {
     "baseline": "QEMU 10.2.2 as it is: the new QEMU gets a new tap and a second "
                 "vhost-user-blk export; the host side moves to the new tap afterwards",
     "baseline-cpr": "the same, with the cpr-transfer migration mode",
+    "tap-migrate-fds": "migrate-fds: the new QEMU takes over the open fds of the same tap "
+                       "(nothing switched on the host); the disk as in the baseline "
+                       "(second vhost-user-blk export)",
 }
 
 
-def plot(r, t0):
-    """Reply round-trip per datagram against its send time, lost ones in red,
-    events as vertical lines; a window around the outage."""
-    ms = lambda t: (t - t0) * 1000  # noqa: E731
+def marks(r, sc):
     t = r["t"]
+    m = [("migrate", t["migrate"]), ("source stopped", t["source_stopped"]),
+         ("target running", t["target_running"])]
+    if r["links_after"] != r["links_before"]:
+        m.append(("host switched", t["switched"]))
+    m.append(("source exited", t["source_gone"]))
+    return m
+
+
+def plot(results):
+    """Per scenario, reply round-trip per datagram against its send time
+    (ms from the migrate command), lost ones in red, events as vertical
+    lines; one panel each, same window."""
+    ms = lambda t, t0: (t - t0) * 1000  # noqa: E731
     lo = -250.0
-    hi = max(ms(t["switched"]), ms(r["gap_at"]) + r["gap_ms"]) + 400
-    got = OUT / "received.dat"
-    lost = OUT / "lost.dat"
-    with open(got, "w") as g, open(lost, "w") as l:
-        for seq, ts, tr in r["arrivals"]:
-            x = ms(ts)
-            if lo <= x <= hi:
-                if tr is None:
-                    l.write(f"{x:.3f} 0\n")
-                else:
-                    g.write(f"{x:.3f} {(tr - ts) * 1000:.3f}\n")
-        l.write("nan nan\n")  # gnuplot refuses an empty file
-    marks = [("migrate", t["migrate"]), ("source stopped", t["source_stopped"]),
-             ("target running", t["target_running"]), ("host switched", t["switched"])]
-    arrows = "\n".join(
-        f'set arrow from {ms(v):.3f}, graph 0 to {ms(v):.3f}, graph 1 nohead dt 2 lc rgb "gray40"\n'
-        f'set label "{name}" at {ms(v):.3f}, graph {0.95 - 0.07 * i:.2f} offset 0.5,0 font ",9"'
-        for i, (name, v) in enumerate(marks))
-    script = f"""
-set terminal pngcairo size 1000,500
-set output "{OUT / 'arrivals.png'}"
-set title "{r['scenario']}: 1 kHz UDP stream across a local upgrade ({r['lost']} lost, longest gap {r['gap_ms']:.0f} ms)"
-set xlabel "send time, ms from the migrate command"
-set ylabel "round trip, ms (lost: 0, red)"
-set xrange [{lo}:{hi}]
-set yrange [-1:*]
-set key top right
-set grid
+    hi = max(max(ms(r["t"]["source_gone"], r["t"]["migrate"]),
+                 ms(r["gap_at"], r["t"]["migrate"]) + r["gap_ms"]) for r, _ in results) + 400
+    n = len(results)
+    # One y scale for all panels, so that they compare at a glance.
+    ymax = max((tr - ts) * 1000 for r, _ in results for _, ts, tr in r["arrivals"]
+               if tr is not None and lo <= ms(ts, r["t"]["migrate"]) <= hi)
+    panels, tmp = [], []
+    for i, (r, sc) in enumerate(results):
+        t0 = r["t"]["migrate"]
+        got, lost = OUT / f"received-{i}.dat", OUT / f"lost-{i}.dat"
+        tmp += [got, lost]
+        with open(got, "w") as g, open(lost, "w") as l:
+            for seq, ts, tr in r["arrivals"]:
+                x = ms(ts, t0)
+                if lo <= x <= hi:
+                    if tr is None:
+                        l.write(f"{x:.3f} 0\n")
+                    else:
+                        g.write(f"{x:.3f} {(tr - ts) * 1000:.3f}\n")
+            l.write("nan nan\n")  # gnuplot refuses an empty file
+        arrows = "\n".join(
+            f'set arrow from {ms(v, t0):.3f}, graph 0 to {ms(v, t0):.3f}, graph 1 nohead dt 2 lc rgb "gray40"\n'
+            f'set label "{name}" at {ms(v, t0):.3f}, graph {0.95 - 0.08 * j:.2f} offset 0.5,0 font ",9"'
+            for j, (name, v) in enumerate(marks(r, sc)))
+        panels.append(f"""
+unset arrow
+unset label
+set title "{r['scenario']}: {r['lost']} lost, longest gap {r['gap_ms']:.0f} ms, QEMU downtime {r['downtime_ms']} ms; {sc.host_switch}"
 {arrows}
+{'set xlabel "send time, ms from the migrate command"' if i == n - 1 else 'unset xlabel'}
 plot "{got}" using 1:2 with points pt 7 ps 0.4 lc rgb "#1f77b4" title "reply received", \\
      "{lost}" using 1:2 with points pt 2 ps 0.8 lc rgb "#d62728" title "lost"
+""")
+    script = f"""
+set terminal pngcairo size 1100,{380 * n + 40}
+set output "{OUT / 'arrivals.png'}"
+set multiplot layout {n},1 title "1 kHz UDP stream into the guest across a local upgrade (TCG guest)"
+set ylabel "round trip, ms (lost: 0, red)"
+set xrange [{lo}:{hi}]
+set yrange [-1:{ymax * 1.1 + 1:.0f}]
+set key top right
+set grid
+{''.join(panels)}
+unset multiplot
 """
     subprocess.run(["gnuplot"], input=script, text=True, check=True)
-    got.unlink()
-    lost.unlink()
+    for p in tmp:
+        p.unlink()
 
 
-def main():
-    name = sys.argv[1] if len(sys.argv) > 1 else "baseline"
-    missing = paths.missing()
-    if missing:
-        sys.exit("demo: missing " + ", ".join(missing) + " (make build; bash scripts/guest.sh)")
-    OUT.mkdir(parents=True, exist_ok=True)
-    print(f"demo: {name}: {DESCRIPTIONS.get(name, '')}")
-    print("demo: booting the guest under TCG (about 15 s) ...", flush=True)
-    with harness.Harness("demo", logs=OUT / "logs") as h:
-        r = run(h, SCENARIOS[name](), settle=1.0, after=2.0)
+def links(d):
+    return ", ".join(f"{k} (ifindex {v})" for k, v in d.items()) or "none"
+
+
+def report(name, sc, r):
     t = r["t"]
     t0 = t["migrate"]
     rel = lambda k: (t[k] - t0) * 1000  # noqa: E731
+    held = sorted(set(r["target_tap_fds"]))
+    events = sorted([(0.0, "migrate issued to the source QEMU"),
+                     (rel("source_stopped"), "source paused (guest stopped)"),
+                     (rel("completed"), "migration completed"),
+                     (rel("target_running"), "target QEMU running the guest"),
+                     (rel("switched"), sc.host_switch),
+                     (rel("source_gone"), "source QEMU exited")])
+    timeline = "\n".join(f"    {ms:8.1f}  {what}" for ms, what in events)
     print(f"""
 Local upgrade: {name}
   guest booted in {t['booted'] - t['boot_start']:.1f} s; stream and writer running, then:
   timeline (ms from the migrate command)
-    {0:8.1f}  migrate issued to the source QEMU
-    {rel('source_stopped'):8.1f}  source paused (guest stopped)
-    {rel('completed'):8.1f}  migration completed
-    {rel('target_running'):8.1f}  target QEMU running the guest
-    {rel('switched'):8.1f}  host side switched ({'new tap' if name.startswith('baseline') else 'done'})
-    {rel('source_gone'):8.1f}  source QEMU exited
+{timeline}
   QEMU downtime (query-migrate): {r['downtime_ms']} ms
   network: {r['sent']} datagrams at 1 kHz, {r['lost']} lost, longest gap between replies {r['gap_ms']:.1f} ms
            (gap began at {(r['gap_at'] - t0) * 1000:.1f} ms)
+  host:    taps before {links(r['links_before'])}; after {links(r['links_after'])}
+           target QEMU holds {len(r['target_tap_fds'])} fd(s) of {', '.join(held) or 'no tap'}"""
+          f"""{' (handed over)' if 'handed over' in r['target_network'] else ''}
   disk:    {r['records']} records written ({r['records'] * 4096 / 2**20:.1f} MiB), {r['records_verified']} verified intact,
            {r['io_lost']} writes lost, {r['io_errors']} failed, longest I/O stall {r['io_stall_ms']:.1f} ms (guest clock)
-  backend: {r['vhost_user_connections']} vhost-user connections seen by qemu-storage-daemon
-  plot:    {OUT / 'arrivals.png'}""")
-    plot(r, t0)
-    r.pop("arrivals")
-    (OUT / "result.json").write_text(json.dumps(r, indent=2, default=str) + "\n")
+  backend: {r['vhost_user_connections']} vhost-user connections seen by qemu-storage-daemon""")
+
+
+def main():
+    names = sys.argv[1:] or DEFAULT
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"demo: unknown scenario {', '.join(unknown)} (have: {', '.join(SCENARIOS)})")
+    missing = paths.missing()
+    if missing:
+        sys.exit("demo: missing " + ", ".join(missing) + " (make build; bash scripts/guest.sh)")
+    OUT.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name in names:
+        sc = SCENARIOS[name]()
+        print(f"demo: {name}: {DESCRIPTIONS.get(name, '')}")
+        print("demo: booting the guest under TCG (about 10 s) ...", flush=True)
+        with harness.Harness("demo", logs=OUT / "logs" / name) as h:
+            r = run(h, sc, settle=1.0, after=2.0)
+        report(name, sc, r)
+        results.append((r, sc))
+    if len(results) > 1:
+        print("\nSide by side" + " " * 14 + "".join(f"{r['scenario']:>18}" for r, _ in results))
+        for label, f in (("datagrams lost", lambda r: f"{r['lost']}"),
+                         ("longest gap, ms", lambda r: f"{r['gap_ms']:.1f}"),
+                         ("QEMU downtime, ms", lambda r: f"{r['downtime_ms']}"),
+                         ("same tap after", lambda r: "yes" if r["links_after"] == r["links_before"] else "no"),
+                         ("records intact", lambda r: f"{r['records_verified']}/{r['records']}")):
+            print(f"  {label:<24}" + "".join(f"{f(r):>18}" for r, _ in results))
+    plot(results)
+    print(f"\nplot: {OUT / 'arrivals.png'}")
+    out = {}
+    for r, _ in results:
+        r.pop("arrivals")
+        out[r["scenario"]] = r
+    (OUT / "result.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     left = harness.leftovers()
     if left:
         sys.exit(f"demo: left behind: {left}")

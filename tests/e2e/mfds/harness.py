@@ -201,11 +201,11 @@ def tap_fds(pid):
     """The tap interfaces of the tun/tap fds process pid holds, one entry
     per fd (a multiqueue tap appears once per queue)."""
     names = []
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    # Not by the fd's path: one received from a process in another mount
+    # namespace (ip netns exec makes one each) reads as "/net/tun".
+    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
         try:
-            if os.readlink(fd) != "/dev/net/tun":
-                continue
-            info = (Path(f"/proc/{pid}/fdinfo") / fd.name).read_text()
+            info = fd.read_text()
         except OSError:
             continue
         m = re.search(r"^iff:\s*(\S+)", info, re.M)

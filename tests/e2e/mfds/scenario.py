@@ -326,6 +326,13 @@ def boot_source(h, sc, r):
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
     t["booted"] = time.monotonic()
+    # A roomy receive buffer for the echo: the guest takes up to a few
+    # hundred ms to get going on a new (TCG) QEMU, and the datagrams queued
+    # meanwhile reach its socket in one burst; with the default ~200 KiB a
+    # hundred or so of them were dropped there (UDP RcvbufErrors in the
+    # guest), a guest-side loss that says nothing about the host.  Same for
+    # every scenario.
+    src.agent.run("echo 4194304 >/proc/sys/net/core/rmem_default")
     src.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
     return src
 
@@ -372,6 +379,7 @@ def run_failed_target(h, sc, how, after=1.5):
         dst.proc.stop(signal.SIGKILL)
     r["target_exit"] = dst.proc.wait(30)
     dst.close()
+    r["target_log"] = (h.dir / "qemu-dst.log").read_text(errors="replace")
     t["target_gone"] = time.monotonic()
     status = src.mon.cmd("query-status")["status"]
     r["source_status_after_failure"] = status
