@@ -6,6 +6,7 @@ and the source is gone.  The figures themselves are for `make bench`."""
 import pytest
 
 from mfds.scenario import Baseline, run
+from mfds.verify import check_second_export_disk
 
 
 # Guest RAM stays in a shared /dev/shm file: x-ignore-shared, or the
@@ -28,18 +29,7 @@ def test_baseline_local_upgrade(h, multi_queue, cpr):
     assert last_reply > r["t"]["switched"]
     assert r["guest_alive_after"]
 
-    # Disk: every record the guest saw complete reads back from the image
-    # intact, and the source and the target each had their own connection.
-    assert r["records"] > 0
-    assert r["bad_records"] == []
-    assert r["records_verified"] == r["records"]
-    assert r["vhost_user_connections"] == 2
-
-    # Today's path (a second export) can lose the completions of writes the
-    # backend still held at the switchover, or fail them: the defect the
-    # vhost-user-blk handover (issue 6) removes.  Reported, not hidden.
-    if r["io_lost"] or r["io_errors"]:
-        pytest.xfail(f"second export: {r['io_lost']} completions lost, "
-                     f"{r['io_errors']} writes failed at the switchover (issue 6)")
-    assert not r["writer_stuck"]
-    assert r["writes_after"] > r["writes_at_switch"]
+    # Disk: intact; a known defect of today's path is reported, not hidden.
+    defect = check_second_export_disk(r)
+    if defect:
+        pytest.xfail(defect)
