@@ -4,7 +4,8 @@ same host) measured from the guest's point of view.
 
 Layout:
   paths.py     where the build, the guest and QEMU's python package are
-  harness.py   namespace, taps, qemu-storage-daemon, QEMU processes, agent
+  harness.py   namespace, taps, qemu-storage-daemon, QEMU processes, agent,
+               a TCP echo connection into the guest, a process's fds and RSS
   scenario.py  what a local upgrade is (source/target args + hooks) and the
                run that measures one
   stream.py    the 1 kHz UDP sender (a separate process in the namespace)

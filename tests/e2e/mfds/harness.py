@@ -5,6 +5,8 @@ Everything registers its own teardown on a Harness (an ExitStack), so a
 failing test still leaves no namespace, process, socket or /dev/shm file.
 """
 import contextlib
+import ctypes
+import hashlib
 import json
 import os
 import re
@@ -15,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402 (paths sets sys.pa
 PREFIX = "mfds-"
 GUEST_IP, HOST_IP, PREFIXLEN = "10.0.0.2", "10.0.0.1", 24
 ECHO_PORT = 7777
+TCP_ECHO_PORT = 7778
 BOOT_TIMEOUT = 60
 MAC = "52:54:00:12:34:56"
 
@@ -176,6 +180,25 @@ class Netns:
     def exec(self, *argv):
         return ["ip", "netns", "exec", self.name, *map(str, argv)]
 
+    def socket(self, family=socket.AF_INET, kind=socket.SOCK_STREAM):
+        """A socket of the namespace for the test process itself: the
+        calling thread enters the namespace, creates it and comes back (a
+        socket belongs to the namespace it was created in, for good)."""
+        libc = ctypes.CDLL(None, use_errno=True)
+        clone_newnet = 0x40000000
+
+        def setns(f):
+            if libc.setns(f.fileno(), clone_newnet):
+                err = ctypes.get_errno()
+                raise OSError(err, f"setns {f.name}: {os.strerror(err)}")
+
+        with open("/proc/thread-self/ns/net") as home, open(f"/run/netns/{self.name}") as ns:
+            setns(ns)
+            try:
+                return socket.socket(family, kind)
+            finally:
+                setns(home)
+
     def links(self):
         """Interfaces in the namespace but lo: {name: ifindex}."""
         return {l["ifname"]: l["ifindex"] for l in json.loads(self.ip("-j", "link", "show"))
@@ -212,6 +235,107 @@ def tap_fds(pid):
         if m:
             names.append(m.group(1))
     return sorted(names)
+
+
+def proc_usage(pid):
+    """What process pid holds: its open fds and its resident memory (kB,
+    from /proc/PID/status: VmRSS and its anonymous, file and shmem parts;
+    guest RAM in the shared /dev/shm file counts as shmem, for the pages
+    this process touched)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kb = {k: int(v) for k, v in re.findall(r"^(VmRSS|RssAnon|RssFile|RssShmem):\s+(\d+) kB",
+                                           status, re.M)}
+    return {"fds": len(os.listdir(f"/proc/{pid}/fd")), "rss_kb": kb["VmRSS"],
+            "anon_kb": kb["RssAnon"], "file_kb": kb["RssFile"], "shmem_kb": kb["RssShmem"]}
+
+
+class TcpEcho:
+    """One TCP connection from the host side of the namespace to an echo
+    server in the guest (busybox `nc -l -p PORT -e cat`: the accepted socket
+    is cat's stdin and stdout, so every byte comes back, in order).
+
+    exchange() sends message n (its own length, 1 to 4000 bytes, and
+    content) and reads it back, raising on a reset, an end of stream, a
+    timeout or a byte that differs.  start()/stop(): exchanges back to back
+    in a thread, e.g. across a switchover."""
+
+    def __init__(self, h, agent, port=TCP_ECHO_PORT, timeout=30):
+        agent.run(f"nc -l -p {port} -e cat >/dev/null 2>&1 &")
+        agent.run(f"for i in $(seq 100); do netstat -ltn | grep -q ':{port} ' && exit 0; "
+                  f"sleep 0.1; done; netstat -ltn; exit 1")
+        self.port = port
+        self.sock = h.ns.socket()
+        h.stack.callback(self.close)
+        self.sock.settimeout(timeout)
+        self.sock.connect((GUEST_IP, port))
+        self.local_port = self.sock.getsockname()[1]
+        self.n = 0            # exchanges completed
+        self.bytes = 0        # bytes echoed back and checked
+        self.error = None     # what ended the background exchanges
+        self._stop = threading.Event()
+        self._thread = None
+
+    @staticmethod
+    def message(n):
+        size = 1 + (n * 797) % 4000
+        seed = hashlib.sha256(n.to_bytes(8, "big")).digest()
+        return (seed * (size // len(seed) + 1))[:size]
+
+    def exchange(self):
+        msg = self.message(self.n)
+        self.sock.sendall(msg)
+        got = b""
+        while len(got) < len(msg):
+            data = self.sock.recv(len(msg) - len(got))
+            if not data:
+                raise ConnectionError(f"end of stream in exchange {self.n}")
+            got += data
+        if got != msg:
+            raise AssertionError(f"exchange {self.n}: echo differs from what was sent")
+        self.n += 1
+        self.bytes += len(msg)
+
+    def _loop(self):
+        try:
+            while not self._stop.is_set():
+                self.exchange()
+        except Exception as e:  # reported by stop()
+            self.error = e
+
+    def start(self):
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def wait_more(self, count, timeout=60):
+        """Wait until count more exchanges completed in the background;
+        False if the thread ended or the time ran out first."""
+        target = self.n + count
+        deadline = time.monotonic() + timeout
+        while self.n < target:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self):
+        """Stop the background exchanges; return what ended them (None:
+        the stop)."""
+        self._stop.set()
+        self._thread.join(60)
+        return self.error
+
+    def tcp_state(self):
+        """The host socket's TCP state (tcpi_state: 1 is ESTABLISHED)."""
+        return self.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+
+    def close(self):
+        if self._thread and self._thread.is_alive():
+            self._stop.set()
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)  # wakes its recv()
+            self._thread.join(5)
+        self.sock.close()
 
 
 class Storage:

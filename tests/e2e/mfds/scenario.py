@@ -73,17 +73,18 @@ class Scenario:
     def pre_migrate(self, h):
         pass
 
-    def migrate(self, h, src, extra=(), target_net=None):
+    def migrate(self, h, src, extra=(), target_net=None, role="dst"):
         """Start the target and the migration; return the target Vm and the
         host time of the migrate command.  Guest RAM stays in the shared
         file: x-ignore-shared, or the cpr-transfer mode (which also passes
         fds on a cpr channel and opens the target's monitor only once the
         source has sent it).  extra, target_net: a different target (extra
         QEMU options, another -netdev on the source's virtio-net device) for
-        the failure tests."""
+        the failure tests.  role: the target's name (its logs and agent
+        socket), a new one per upgrade when a VM is upgraded repeatedly."""
         mig = f"unix:{h.sock('migrate')}"
         if not self.cpr:
-            dst = hn.Vm(h, "dst", target_net or self.target_net(h), self.target_disk(h),
+            dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
                         incoming=["defer"], extra=extra,
                         nic_queues=self.queues if target_net else None)
             for vm in (src, dst):
@@ -93,7 +94,7 @@ class Scenario:
             src.mon.cmd("migrate", uri=mig)
             return dst, t
         cpr = {"transport": "socket", "type": "unix", "path": str(h.sock("cpr"))}
-        dst = hn.Vm(h, "dst", self.target_net(h), self.target_disk(h),
+        dst = hn.Vm(h, role, self.target_net(h), self.target_disk(h),
                     incoming=[mig, json.dumps({"channel-type": "cpr", "addr": cpr})],
                     machine=self.machine(), connect=False)
         # No monitor to ask yet: the cpr socket appearing says it listens.
@@ -157,6 +158,7 @@ class TapHandover(Baseline):
     """
     host_switch = "nothing switched on the host (same tap)"
     params = {"migrate-fds": True}
+    hops = 0  # upgrades started so far (pre_migrate counts them)
 
     @property
     def name(self):
@@ -175,8 +177,14 @@ class TapHandover(Baseline):
     def target_net(self, h, queues=None):
         return f"tap,id=n0,script=no,downscript=no{self.tap_opts(queues)},migrate-fds=on"
 
+    def target_disk(self, h):
+        # A new export per upgrade, so that a VM can be upgraded again and
+        # again: exp1 at vub1 for the first, exp2 at vub2 for the next...
+        return h.sock(f"vub{self.hops}")
+
     def pre_migrate(self, h):
-        h.qsd.add_export("exp1", self.target_disk(h))
+        self.hops += 1
+        h.qsd.add_export(f"exp{self.hops}", self.target_disk(h))
 
     def post_migrate(self, h):
         pass
@@ -247,32 +255,7 @@ def run(h, sc, settle=1.0, after=2.0):
 
     r["links_before"] = h.ns.links()
     r["source_tap_fds"] = hn.tap_fds(src.pid())
-    sc.pre_migrate(h)
-    dst, t["migrate"] = sc.migrate(h, src)
-    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
-                              e["data"]["status"] in ("completed", "failed"))
-    t["completed"] = hn.event_time(done)
-    if done["data"]["status"] != "completed":
-        raise RuntimeError("migration failed: " + str(src.mon.cmd("query-migrate")))
-    # Management acts on the completion event at once; the times of the
-    # other events come from their timestamps, collected after.
-    sc.post_migrate(h)
-    t["switched"] = time.monotonic()
-    stop = src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5)
-    t["source_stopped"] = hn.event_time(stop)
-    if not sc.cpr:
-        resume = dst.mon.wait_event(lambda e: e["event"] == "RESUME")
-        t["target_running"] = hn.event_time(resume)
-    else:
-        # A cpr-transfer target may resume before its monitor is up (the
-        # RESUME event then went nowhere): the time it was first seen running.
-        t["target_running"] = wait_running(dst)
-    r["migration"] = src.mon.cmd("query-migrate")
-    r["downtime_ms"] = r["migration"].get("downtime")
-    r["target_status"] = dst.mon.cmd("query-status")["status"]
-    src.quit()
-    t["source_gone"] = time.monotonic()
-    r["source_exit"] = src.proc.p.returncode
+    dst = upgrade(h, sc, src, r)
     # The host's interfaces once the source is gone, and who holds them.
     r["links_after"] = h.ns.links()
     r["target_tap_fds"] = hn.tap_fds(dst.pid())
@@ -316,6 +299,44 @@ def run(h, sc, settle=1.0, after=2.0):
     r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
     r["vhost_user_connections"] = h.qsd.connections()
     return r
+
+
+def upgrade(h, sc, src, r, role="dst"):
+    """One local upgrade of the VM src runs, under scenario sc: pre_migrate,
+    the target started and migrated to, post_migrate on the completion
+    event, the source told to quit once stopped and the target running.
+    Returns the target Vm; adds to r the migration (query-migrate on the
+    source), downtime_ms, target_status and source_exit, and to r["t"] the
+    host times of migrate, completed, switched, source_stopped,
+    target_running and source_gone.  role: the target's name."""
+    t = r["t"]
+    sc.pre_migrate(h)
+    dst, t["migrate"] = sc.migrate(h, src, role=role)
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    t["completed"] = hn.event_time(done)
+    if done["data"]["status"] != "completed":
+        raise RuntimeError("migration failed: " + str(src.mon.cmd("query-migrate")))
+    # Management acts on the completion event at once; the times of the
+    # other events come from their timestamps, collected after.
+    sc.post_migrate(h)
+    t["switched"] = time.monotonic()
+    stop = src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5)
+    t["source_stopped"] = hn.event_time(stop)
+    if not sc.cpr:
+        resume = dst.mon.wait_event(lambda e: e["event"] == "RESUME")
+        t["target_running"] = hn.event_time(resume)
+    else:
+        # A cpr-transfer target may resume before its monitor is up (the
+        # RESUME event then went nowhere): the time it was first seen running.
+        t["target_running"] = wait_running(dst)
+    r["migration"] = src.mon.cmd("query-migrate")
+    r["downtime_ms"] = r["migration"].get("downtime")
+    r["target_status"] = dst.mon.cmd("query-status")["status"]
+    src.quit()
+    t["source_gone"] = time.monotonic()
+    r["source_exit"] = src.proc.p.returncode
+    return dst
 
 
 def boot_source(h, sc, r):
