@@ -10,7 +10,8 @@ compares them.
 
 Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
 with one object per scenario (scenario, runs, <figure>_median/_min/_max for
-lost, sent, gap_ms, downtime_ms, io_stall_ms, and the per-run figures).
+lost, sent, gap_ms, downtime_ms, io_stall_ms, switch_ms, first_reply_ms, and
+the per-run figures).
 """
 import json
 import os
@@ -22,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/e2e"))
 from mfds import harness, paths  # noqa: E402
 from mfds.scenario import SCENARIOS, run, summarize  # noqa: E402
 
-KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms",
+KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
+        "first_reply_ms",
         "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
 
 
@@ -80,12 +82,15 @@ def main():
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     head = f"{'scenario':<16} {'runs':>4}  {'sent':>16}  {'lost':>14}  {'longest gap ms':>18}  " \
-           f"{'downtime ms':>14}  {'I/O stall ms':>18}"
+           f"{'downtime ms':>14}  {'I/O stall ms':>18}  {'switch ms':>14}  {'1st reply ms':>18}"
     print("median (min-max) over the runs; TCG guest, 1 kHz UDP stream, 32 AIO writes in flight")
     print(head)
     for s in results:
         print(f"{s['scenario']:<16} {s['runs']:>4}  {fmt(s, 'sent'):>16}  {fmt(s, 'lost'):>14}  "
-              f"{fmt(s, 'gap_ms', 1):>18}  {fmt(s, 'downtime_ms'):>14}  {fmt(s, 'io_stall_ms', 1):>18}")
+              f"{fmt(s, 'gap_ms', 1):>18}  {fmt(s, 'downtime_ms'):>14}  {fmt(s, 'io_stall_ms', 1):>18}  "
+              f"{fmt(s, 'switch_ms', 1):>14}  {fmt(s, 'first_reply_ms', 1):>18}")
+    print("switch: source stopped -> target running; 1st reply: target running -> first "
+          "reply from the guest on the target (the new process warming up)")
     compare(results)
     print(f"written: {out_dir / 'results.json'}")
     left = harness.leftovers()

@@ -267,6 +267,13 @@ def run(h, sc, settle=1.0, after=2.0):
     time.sleep(after)
     r.update(stream_figures(stream.stop()))
     r["writes_after"] = guest_writes(dst)
+    # Where the longest gap goes: the switch itself (source stopped ->
+    # target running) and the new process getting going (target running ->
+    # the first reply it sends), which under TCG is mostly translating the
+    # guest's code afresh.
+    after = [tr for _, _, tr in r["arrivals"] if tr is not None and tr >= t["target_running"]]
+    r["switch_ms"] = (t["target_running"] - t["source_stopped"]) * 1000
+    r["first_reply_ms"] = (min(after) - t["target_running"]) * 1000 if after else None
     t["stream_stopped"] = time.monotonic()
 
     # Wait for the writer's final status, not for its exit: a writer with
@@ -423,7 +430,8 @@ def run_failed_target(h, sc, how, after=1.5):
 def summarize(name, runs):
     """Median and range of the figures of several runs of one scenario."""
     out = {"scenario": name, "runs": len(runs)}
-    for key in ("lost", "sent", "gap_ms", "downtime_ms", "io_stall_ms"):
+    for key in ("lost", "sent", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
+                "first_reply_ms"):
         vals = [r[key] for r in runs if r.get(key) is not None]
         out[f"{key}_median"] = statistics.median(vals) if vals else None
         out[f"{key}_min"] = min(vals) if vals else None
