@@ -17,7 +17,7 @@ import pytest
 
 from mfds import harness as hn
 from mfds.scenario import TapHandover, boot_source, run, run_failed_target, upgrade
-from mfds.verify import check_second_export_disk
+from mfds.verify import assert_guest_answers_after, xfail_on_second_export_defect
 
 
 @pytest.mark.parametrize("queues", [1, 2, 4], ids=["tap", "tap-queues-2", "tap-queues-4"])
@@ -47,14 +47,10 @@ def test_tap_handover_local_upgrade(h, queues):
     assert r["sent"] > 0
     lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
     assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
-    last_reply = max(t for _, _, t in r["arrivals"] if t is not None)
-    assert last_reply > r["t"]["source_gone"]
-    assert r["guest_alive_after"]
+    assert_guest_answers_after(r, "source_gone")
 
     # Disk, as in the baseline (second export).
-    defect = check_second_export_disk(r)
-    if defect:
-        pytest.xfail(defect)
+    xfail_on_second_export_defect(r)
 
 
 # load-fails: 4 queues handed to a target whose tap has 2 (same virtio-net
@@ -94,6 +90,20 @@ def test_tap_handover_target_lost(h, how, queues):
         assert "load of migration failed" in r["target_log"]
 
 
+def boot_with_tcp_echo(h, exchanges):
+    """Boot the tap-handover source and open one TCP connection from the
+    host to an echo server in the guest, checked by a few exchanges.
+    Returns the scenario, the figures dict, the source Vm and the echo."""
+    sc = TapHandover()
+    r = {"t": {}}
+    sc.setup(h)
+    src = boot_source(h, sc, r)
+    echo = hn.TcpEcho(h, src.agent)
+    for _ in range(exchanges):
+        echo.exchange()
+    return sc, r, src, echo
+
+
 def test_tap_handover_tcp_connection(h):
     """A TCP connection from the host into the guest (an echo server in the
     guest) survives the handover: exchanges of checked bytes run back to
@@ -103,13 +113,7 @@ def test_tap_handover_tcp_connection(h):
     the guest still has exactly that one connection.  The connection's
     state lives in the guest kernel and the tap's queues: with the same
     tap, nothing on the path may reset it."""
-    sc = TapHandover()
-    r = {"t": {}}
-    sc.setup(h)
-    src = boot_source(h, sc, r)
-    echo = hn.TcpEcho(h, src.agent)
-    for _ in range(5):
-        echo.exchange()
+    sc, r, src, echo = boot_with_tcp_echo(h, exchanges=5)
     echo.start()
     assert echo.wait_more(20), f"no echo before the migration: {echo.error!r}"
     links_before = h.ns.links()
@@ -154,13 +158,7 @@ def test_tap_handover_repeated_upgrades(h):
     A handover must leave nothing behind that adds up: the 20th QEMU holds
     exactly as many fds as the 1st target and its RSS stays near theirs.
     Each hop gets a new vhost-user-blk export (the disk takes today's path)."""
-    sc = TapHandover()
-    r = {"t": {}}
-    sc.setup(h)
-    vm = boot_source(h, sc, r)
-    echo = hn.TcpEcho(h, vm.agent)
-    for _ in range(3):
-        echo.exchange()
+    sc, r, vm, echo = boot_with_tcp_echo(h, exchanges=3)
     links = h.ns.links()
     assert list(links) == ["tap0"]
     # usage[0] is the source, which booted the guest; usage[i] the i-th

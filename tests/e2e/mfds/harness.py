@@ -353,10 +353,10 @@ class Storage:
         self.node = "disk0"
         self.trace = h.dir / "qsd-trace.log"
         self.mon = Monitor("qsd")
-        blockdev = [f"--blockdev", f"driver=file,node-name=file0,filename={image}"]
+        blockdev = ["--blockdev", f"driver=file,node-name=file0,filename={image}"]
         if iops_limit:
             # Keeps requests inside the daemon for a while (a slow backend).
-            blockdev = [f"--object", f"throttle-group,id=tg0,x-iops-total={iops_limit}",
+            blockdev = ["--object", f"throttle-group,id=tg0,x-iops-total={iops_limit}",
                         *blockdev, "--blockdev",
                         f"driver=throttle,node-name={self.node},file=file0,throttle-group=tg0"]
         else:

@@ -1,10 +1,13 @@
-"""Host-side check of the records tests/e2e/guest/writer.c wrote.
+"""Host-side checks: the records tests/e2e/guest/writer.c wrote, and what
+the guest saw across a local upgrade.
 
 Record layout: b"MFDSREC1", u64 seq, u64 runid, u32 crc32 (zlib's, over the
 record with this field zero), u32 0, payload.  Record seq lives at seq * 4096.
 """
 import struct
 import zlib
+
+import pytest
 
 REC = 4096
 
@@ -49,3 +52,19 @@ def check_second_export_disk(r):
     assert not r["writer_stuck"]
     assert r["writes_after"] > r["writes_at_switch"]
     return None
+
+
+def xfail_on_second_export_defect(r):
+    """check_second_export_disk(r), reporting its known defect as an
+    expected failure (pytest.xfail) rather than hiding it."""
+    defect = check_second_export_disk(r)
+    if defect:
+        pytest.xfail(defect)
+
+
+def assert_guest_answers_after(r, event):
+    """The guest's network came back: a reply arrived after the time
+    r["t"][event], and the guest agent answered at the end of the run."""
+    last_reply = max(t for _, _, t in r["arrivals"] if t is not None)
+    assert last_reply > r["t"][event]
+    assert r["guest_alive_after"]
