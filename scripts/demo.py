@@ -2,15 +2,19 @@
 disk writes, replace its QEMU by a new process (a local upgrade), and report
 what the guest saw.
 
-By default it shows the tap handover (tap-migrate-fds: the new QEMU takes
-over the open fds of the same tap, nothing is switched on the host) and then,
-on a fresh guest, the baseline (what management does today: a new tap, the
-host switched to it afterwards) for comparison: one report each, a side by
-side summary, and work/demo/arrivals.png with one panel per scenario on the
-same time scale.  Also writes work/demo/result.json (scenario -> figures).
+By default it shows the handover of both backends (vhost-user-blk-migrate-fds:
+the new QEMU takes over the open fds of the same tap and the live vhost-user
+connection to qemu-storage-daemon, which is throttled so that writes wait in
+it at the switchover; nothing is switched on the host) and then, on a fresh
+guest with the same daemon, the baseline (what management does today: a new
+tap, the host switched to it afterwards, a second vhost-user-blk export) for
+comparison: one report each, a side by side summary, and
+work/demo/arrivals.png with one panel per scenario on the same time scale.
+Also writes work/demo/result.json (scenario -> figures).
 
     /usr/bin/python3 scripts/demo.py [SCENARIO ...]
-        (default: tap-migrate-fds baseline; e.g. `demo.py baseline` alone)
+        (default: vhost-user-blk-migrate-fds baseline-throttled; also
+        tap-migrate-fds, baseline, baseline-cpr)
 """
 import json
 import subprocess
@@ -22,7 +26,7 @@ from mfds import harness, paths  # noqa: E402
 from mfds.scenario import SCENARIOS, run  # noqa: E402
 
 OUT = paths.ROOT / "work/demo"
-DEFAULT = ["tap-migrate-fds", "baseline"]
+DEFAULT = ["vhost-user-blk-migrate-fds", "baseline-throttled"]
 
 DESCRIPTIONS = {
     "baseline": "QEMU 10.2.2 as it is: the new QEMU gets a new tap and a second "
@@ -31,6 +35,11 @@ DESCRIPTIONS = {
     "tap-migrate-fds": "migrate-fds: the new QEMU takes over the open fds of the same tap "
                        "(nothing switched on the host); the disk as in the baseline "
                        "(second vhost-user-blk export)",
+    "baseline-throttled": "the baseline with qemu-storage-daemon throttled to 1000 IOPS "
+                          "(requests wait in the backend, as in a slow one)",
+    "vhost-user-blk-migrate-fds": "migrate-fds for the tap and the disk: the new QEMU takes "
+                                  "over the same tap and the live vhost-user connection to "
+                                  "the (throttled) qemu-storage-daemon, no second export",
 }
 
 
@@ -151,13 +160,16 @@ def main():
         report(name, sc, r)
         results.append((r, sc))
     if len(results) > 1:
-        print("\nSide by side" + " " * 14 + "".join(f"{r['scenario']:>18}" for r, _ in results))
+        print("\nSide by side" + " " * 14 + "".join(f"{r['scenario']:>28}" for r, _ in results))
         for label, f in (("datagrams lost", lambda r: f"{r['lost']}"),
                          ("longest gap, ms", lambda r: f"{r['gap_ms']:.1f}"),
                          ("QEMU downtime, ms", lambda r: f"{r['downtime_ms']}"),
                          ("same tap after", lambda r: "yes" if r["links_after"] == r["links_before"] else "no"),
-                         ("records intact", lambda r: f"{r['records_verified']}/{r['records']}")):
-            print(f"  {label:<24}" + "".join(f"{f(r):>18}" for r, _ in results))
+                         ("records intact", lambda r: f"{r['records_verified']}/{r['records']}"),
+                         ("writes lost or failed", lambda r: f"{r['io_lost'] + r['io_errors']}"),
+                         ("longest I/O stall, ms", lambda r: f"{r['io_stall_ms']:.1f}"),
+                         ("vhost-user connections", lambda r: f"{r['vhost_user_connections']}")):
+            print(f"  {label:<24}" + "".join(f"{f(r):>28}" for r, _ in results))
     plot(results)
     print(f"\nplot: {OUT / 'arrivals.png'}")
     out = {}

@@ -470,13 +470,17 @@ class Vm:
     shared file on /dev/shm that both processes map (x-ignore-shared)."""
 
     def __init__(self, h, role, netdev, disk_sock, incoming=(), machine="",
-                 extra=(), connect=True, nic_queues=None):
+                 extra=(), connect=True, nic_queues=None, disk_chardev_opts="",
+                 disk_device_opts=""):
         """incoming: the -incoming values (e.g. ["defer"]); machine: extra
         -machine options; connect=False leaves QMP to a later connect()
         (a cpr-transfer target opens its monitor only after the source's
         migrate); nic_queues: the queue pairs the virtio-net device is
         sized for (default: the netdev's queues=), so that a target can
-        keep the source's PCI device with a different tap."""
+        keep the source's PCI device with a different tap;
+        disk_chardev_opts, disk_device_opts: appended to the disk's
+        -chardev socket and -device vhost-user-blk-pci options (e.g.
+        ",migrate-fds=on")."""
         self.h = h
         self.role = role
         self.mon = Monitor(role)
@@ -499,8 +503,8 @@ class Vm:
             # A vector per rx and tx queue, one for config, one for control.
             "-device", f"virtio-net-pci,netdev=n0,mac={MAC},romfile=" +
             (f",mq=on,vectors={2 * queues + 2}" if queues > 1 else ""),
-            "-chardev", f"socket,id=vub0,path={disk_sock}",
-            "-device", "vhost-user-blk-pci,chardev=vub0,id=disk0",
+            "-chardev", f"socket,id=vub0,path={disk_sock}{disk_chardev_opts}",
+            "-device", f"vhost-user-blk-pci,chardev=vub0,id=disk0{disk_device_opts}",
             "-chardev", self.mon.chardev(), "-mon", "chardev=mon,mode=control",
             *[a for i in incoming for a in ("-incoming", i)], *extra,
             # Debugging aid, e.g. MFDS_QEMU_ARGS="-L /some/firmware".

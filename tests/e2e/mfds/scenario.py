@@ -5,6 +5,8 @@ A scenario says how the target is started and what management does around
 the migration:
     source_net / source_disk   the source's -netdev and vhost-user socket
     target_net / target_disk   the same for the target
+    source_disk_opts,          options appended to the disk's -chardev and
+    target_disk_opts           -device (e.g. migrate-fds=on)
     caps, params               migration capabilities and parameters
     source_started(h, src)     once the source QEMU is up (e.g. configure the
                                tap it created)
@@ -26,6 +28,9 @@ from .verify import check_image
 WRITER_LOG = "/tmp/writer.log"
 WRITER_OUT = "/tmp/writer.out"
 WRITER_STATUS = "/tmp/writer.status"
+# The throttled daemon of the vhost-user-blk scenarios (requests stay in it
+# for a while: a slow backend).
+THROTTLED_IOPS = 1000
 
 
 class Scenario:
@@ -54,6 +59,11 @@ class Scenario:
     def source_disk(self, h):
         return h.sock("vub0")
 
+    def source_disk_opts(self, h):
+        """Options appended to the source's disk -chardev and -device, as
+        the Vm keyword arguments that take them."""
+        return {"disk_chardev_opts": "", "disk_device_opts": ""}
+
     def setup(self, h):
         """Host side before the source starts: tap0 with the host address,
         the daemon with export exp0."""
@@ -69,6 +79,10 @@ class Scenario:
 
     def target_disk(self, h):
         raise NotImplementedError
+
+    def target_disk_opts(self, h):
+        """The same for the target."""
+        return {"disk_chardev_opts": "", "disk_device_opts": ""}
 
     def pre_migrate(self, h):
         pass
@@ -86,7 +100,8 @@ class Scenario:
         if not self.cpr:
             dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
                         incoming=["defer"], extra=extra,
-                        nic_queues=self.queues if target_net else None)
+                        nic_queues=self.queues if target_net else None,
+                        **self.target_disk_opts(h))
             for vm in (src, dst):
                 vm.set_migration(self.caps, self.params)
             dst.mon.cmd("migrate-incoming", uri=mig)
@@ -96,7 +111,7 @@ class Scenario:
         cpr = {"transport": "socket", "type": "unix", "path": str(h.sock("cpr"))}
         dst = hn.Vm(h, role, self.target_net(h), self.target_disk(h),
                     incoming=[mig, json.dumps({"channel-type": "cpr", "addr": cpr})],
-                    machine=self.machine(), connect=False)
+                    machine=self.machine(), connect=False, **self.target_disk_opts(h))
         # No monitor to ask yet: the cpr socket appearing says it listens.
         deadline = time.monotonic() + 30
         while not h.sock("cpr").exists():
@@ -128,7 +143,8 @@ class Baseline(Scenario):
 
     @property
     def name(self):
-        return "baseline-cpr" if self.cpr else "baseline"
+        return ("baseline" + ("-cpr" if self.cpr else "") +
+                ("-throttled" if self.iops_limit else ""))
 
     def target_net(self, h):
         return f"tap,id=n0,ifname=tap1,script=no,downscript=no{self.tap_opts()}"
@@ -190,11 +206,64 @@ class TapHandover(Baseline):
         pass
 
 
+class VubHandover(TapHandover):
+    """migrate-fds for the disk too: the target takes over the source's live
+    vhost-user connection to qemu-storage-daemon (the socket, and with it
+    the rings the daemon is processing), so there is no second export and
+    the daemon never sees a reconnect.  Both sides name the same socket
+    with migrate-fds=on on the chardev and the device: the target's chardev
+    does not connect while it waits for the incoming migration, it adopts
+    the handed-over fd.  The tap is handed over as in TapHandover.
+
+    The daemon is throttled (THROTTLED_IOPS by default), so that requests
+    are inside it at the switchover: the case in which today's path (a
+    second export) loses completions."""
+    host_switch = "nothing switched on the host (same tap, same vhost-user connection)"
+
+    def __init__(self, iops_limit=THROTTLED_IOPS, **kwargs):
+        super().__init__(iops_limit=iops_limit, **kwargs)
+
+    @property
+    def name(self):
+        return "vhost-user-blk-migrate-fds"
+
+    def source_disk_opts(self, h):
+        return {"disk_chardev_opts": ",migrate-fds=on", "disk_device_opts": ",migrate-fds=on"}
+
+    def target_disk(self, h):
+        return self.source_disk(h)
+
+    def target_disk_opts(self, h):
+        return self.source_disk_opts(h)
+
+    def pre_migrate(self, h):
+        pass
+
+
+class VubTargetOnly(TapHandover):
+    """The vhost-user-blk property on the target only: the source (property
+    off) hands over no disk, so the target's chardev, which waited for a
+    handover instead of connecting, connects as today once the state is
+    loaded, to a second export (one per upgrade, as in TapHandover).  The
+    tap is handed over."""
+
+    @property
+    def name(self):
+        return "vhost-user-blk-target-only"
+
+    def target_disk_opts(self, h):
+        return {"disk_chardev_opts": ",migrate-fds=on", "disk_device_opts": ",migrate-fds=on"}
+
+
 # Name -> factory, for bench.py and demo.py (new scenarios add themselves).
 SCENARIOS = {
     "baseline": Baseline,
     "baseline-cpr": lambda: Baseline(cpr=True),
     "tap-migrate-fds": TapHandover,
+    # The disk's figures of the vhost-user-blk handover compare with the
+    # baseline's on the same (throttled) daemon.
+    "baseline-throttled": lambda: Baseline(iops_limit=THROTTLED_IOPS),
+    "vhost-user-blk-migrate-fds": VubHandover,
 }
 
 
@@ -245,10 +314,7 @@ def run(h, sc, settle=1.0, after=2.0):
     t = r["t"]
     sc.setup(h)
     src = boot_source(h, sc, r)
-    src.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} -s {WRITER_STATUS} "
-                  f">{WRITER_OUT} 2>&1 &")
-    src.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
-                  f"cat {WRITER_OUT}; exit 1")
+    start_writer(src)
     stream = hn.Stream(h)
     stream.wait_ready()
     time.sleep(settle)
@@ -275,14 +341,34 @@ def run(h, sc, settle=1.0, after=2.0):
     r["switch_ms"] = (t["target_running"] - t["source_stopped"]) * 1000
     r["first_reply_ms"] = (min(after) - t["target_running"]) * 1000 if after else None
     t["stream_stopped"] = time.monotonic()
+    stop_writer(h, dst, r)
+    r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
+    r["vhost_user_connections"] = h.qsd.connections()
+    return r
 
+
+def start_writer(vm):
+    """Start the guest's writer on its vhost-user-blk disk (32 AIO writes
+    in flight) through vm's agent; return once it has started."""
+    vm.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} -s {WRITER_STATUS} "
+                 f">{WRITER_OUT} 2>&1 &")
+    vm.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
+                 f"cat {WRITER_OUT}; exit 1")
+
+
+def stop_writer(h, vm, r):
+    """Stop the guest's writer through vm's agent (the QEMU the guest runs
+    on now) and add to r what it saw: writer (its status line),
+    writer_stuck, records, io_lost, io_errors, io_stall_ms, io_stalls, and
+    the host's check of the image: records_verified, bad_records,
+    bytes_verified."""
     # Wait for the writer's final status, not for its exit: a writer with
     # completions lost at the switchover gives up draining after 20 s but
     # may then hang in the kernel on the writes still in flight; its last
     # status still tells what it saw.
-    out = dst.agent.run(f"kill -TERM $(pidof writer); for i in $(seq 300); do "
-                        f"grep -q state=final {WRITER_STATUS} && break; sleep 0.1; done; "
-                        f"cat {WRITER_STATUS}", timeout=90)
+    out = vm.agent.run(f"kill -TERM $(pidof writer); for i in $(seq 300); do "
+                       f"grep -q state=final {WRITER_STATUS} && break; sleep 0.1; done; "
+                       f"cat {WRITER_STATUS}", timeout=90)
     summary = next((ln for ln in out.splitlines() if ln.startswith("records=")), None)
     if summary is None:
         raise RuntimeError(f"writer gave no status: {out}")
@@ -295,17 +381,14 @@ def run(h, sc, settle=1.0, after=2.0):
     r["io_stall_ms"] = float(w["max_stall_ms"])
     # Every completion gap over 20 ms (guest clock, ms since the writer
     # started): shows whether the worst stall is one outage or several.
-    out = dst.agent.run(f"awk 'NR > 1 && $2 - p > 20000 {{ print p / 1000, ($2 - p) / 1000 }} "
-                        f"{{ p = $2 }}' {WRITER_LOG}", check=False)
+    out = vm.agent.run(f"awk 'NR > 1 && $2 - p > 20000 {{ print p / 1000, ($2 - p) / 1000 }} "
+                       f"{{ p = $2 }}' {WRITER_LOG}", check=False)
     r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines()
                       if re.fullmatch(r"[0-9.]+ [0-9.]+", ln.strip())]
     good, bad = check_image(h.image, r["records"])
     r["records_verified"] = good
     r["bad_records"] = bad
     r["bytes_verified"] = good * 4096
-    r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
-    r["vhost_user_connections"] = h.qsd.connections()
-    return r
 
 
 def upgrade(h, sc, src, r, role="dst"):
@@ -349,7 +432,8 @@ def upgrade(h, sc, src, r, role="dst"):
 def boot_source(h, sc, r):
     """Start the source QEMU, boot the guest, start its UDP echo."""
     t = r["t"]
-    src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine())
+    src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine(),
+                **sc.source_disk_opts(h))
     sc.source_started(h, src)
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
@@ -365,7 +449,7 @@ def boot_source(h, sc, r):
     return src
 
 
-def run_failed_target(h, sc, how, after=1.5):
+def run_failed_target(h, sc, how, after=1.5, io=False):
     """A handover whose target does not take over, under the 1 kHz stream.
     how="load-fails": the target's tap has half the source's queues (on the
     same virtio-net device), so it rejects the fds and its load fails;
@@ -374,11 +458,16 @@ def run_failed_target(h, sc, how, after=1.5):
     migration has completed.
     Then management does what it does when the target is lost: `cont` on
     the source if that is not running.  Returns what the guest's network
-    did."""
+    did; with io, the guest's writer runs on its disk throughout as well,
+    and r also has what it saw (see stop_writer), writes_at_recovery and
+    writes_after (the guest's completed writes when the source ran again
+    and `after` seconds later) and vhost_user_connections."""
     r = {"scenario": f"{sc.name}-{how}", "t": {}}
     t = r["t"]
     sc.setup(h)
     src = boot_source(h, sc, r)
+    if io:
+        start_writer(src)
     stream = hn.Stream(h)
     stream.wait_ready()
     time.sleep(0.5)
@@ -415,6 +504,8 @@ def run_failed_target(h, sc, how, after=1.5):
     if r["cont_needed"]:
         src.mon.cmd("cont")
     t["source_running"] = wait_running(src)
+    if io:
+        r["writes_at_recovery"] = guest_writes(src)
     time.sleep(after)
     r.update(stream_figures(stream.stop()))
     r["replies_after_recovery"] = sum(1 for _, _, tr in r["arrivals"]
@@ -422,6 +513,10 @@ def run_failed_target(h, sc, how, after=1.5):
     r["links_after"] = h.ns.links()
     r["source_tap_fds_after"] = hn.tap_fds(src.pid())
     r["source_network"] = src.hmp("info network")
+    if io:
+        r["writes_after"] = guest_writes(src)
+        stop_writer(h, src, r)
+        r["vhost_user_connections"] = h.qsd.connections()
     r["guest_alive_after"] = src.agent.run("echo alive").strip() == "alive"
     src.quit()
     return r
