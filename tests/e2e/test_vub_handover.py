@@ -172,3 +172,27 @@ def test_vub_property_off_today_path(h, scenario):
 
     # Disk: today's path (two connections), intact.
     xfail_on_second_export_defect(r)
+
+
+def test_vub_handover_backend_channel(h):
+    """After the upgrade, the backend's own requests reach the new QEMU: the
+    daemon announces a resize of the disk on the backend channel that was
+    handed over (VHOST_USER_BACKEND_CONFIG_CHANGE_MSG), the new QEMU reads
+    the config on the connection it took over and interrupts the guest,
+    which sees the new size; and still one connection."""
+    sc = VubHandover()
+    sc.setup(h)
+    src = boot_source(h, sc, {"t": {}})
+    before = int(src.agent.run("cat /sys/block/vda/size"))
+    r = {"t": {}}
+    dst = upgrade(h, sc, src, r)
+    assert r["migration"]["status"] == "completed"
+    grown = before + (64 << 20) // 512
+    h.qsd.mon.cmd("block_resize", **{"node-name": h.qsd.node}, size=grown * 512)
+    deadline = time.monotonic() + 10
+    size = before
+    while size != grown and time.monotonic() < deadline:
+        time.sleep(0.1)
+        size = int(dst.agent.run("cat /sys/block/vda/size"))
+    assert size == grown, f"guest sees {size} sectors, the daemon has {grown}"
+    assert h.qsd.connections() == 1
