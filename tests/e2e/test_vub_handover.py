@@ -19,7 +19,7 @@ import time
 import pytest
 
 from mfds import harness as hn
-from mfds.scenario import (TapHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
+from mfds.scenario import (TapHandover, VubContribHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
                            run, run_failed_target, start_writer, stop_writer, upgrade)
 from mfds.verify import (assert_every_write_completed, assert_guest_answers_after, io_summary,
                          xfail_on_second_export_defect)
@@ -196,3 +196,19 @@ def test_vub_handover_backend_channel(h):
         size = int(dst.agent.run("cat /sys/block/vda/size"))
     assert size == grown, f"guest sees {size} sectors, the daemon has {grown}"
     assert h.qsd.connections() == 1
+
+
+def test_vub_handover_inflight_backend(h):
+    """The same local upgrade with contrib/vhost-user-blk, a backend that
+    tracks its requests in an inflight region: the region is handed over
+    with the session (the target has negotiated F_INFLIGHT_SHMFD without
+    asking), every write completes intact, and the backend, which exits
+    when its one connection closes, is still serving at the end."""
+    r = run(h, VubContribHandover())
+    report_io(h, r)
+    assert r["migration"]["status"] == "completed"
+    assert r["target_status"] == "running"
+    assert "VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD" in r["target_vhost_protocol"]
+    assert_every_write_completed(r)
+    assert r["writes_after"] > r["writes_at_switch"], io_summary(r)
+    assert r["vhost_user_connections"] == 1

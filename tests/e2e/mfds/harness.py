@@ -388,6 +388,30 @@ class Storage:
         self.mon.close()
 
 
+class ContribBlk:
+    """contrib/vhost-user-blk serving the image on one socket.  It accepts one
+    connection, serves it and exits when it closes: still running at the end
+    with the guest's writes done means the one connection lived through
+    everything.  It offers inflight tracking (VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD),
+    which qemu-storage-daemon does not."""
+
+    def __init__(self, h, image, sock):
+        argv = h.ns.exec(paths.CONTRIB_VUB, "-s", str(sock), "-b", str(image))
+        self.proc = Proc("contrib-vub", argv, h.dir / "contrib-vub.log")
+        h.stack.callback(self.close)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock):
+            if not self.proc.alive() or time.monotonic() > deadline:
+                raise RuntimeError("contrib vhost-user-blk did not listen")
+            time.sleep(0.01)
+
+    def connections(self):
+        return 1 if self.proc.alive() else 0
+
+    def close(self):
+        self.proc.stop()
+
+
 class Agent:
     """Client of the guest agent (tests/e2e/guest/mfds-agent) on the VM's
     second serial port, a unix socket QEMU listens on."""

@@ -7,6 +7,8 @@ ROOT = Path(__file__).resolve().parents[3]
 BUILD = Path(os.environ.get("MFDS_BUILD", ROOT / "work/qemu/build"))
 QEMU = BUILD / "qemu-system-x86_64"
 QSD = BUILD / "storage-daemon/qemu-storage-daemon"
+# contrib/vhost-user-blk: a backend with inflight tracking (F_INFLIGHT_SHMFD)
+CONTRIB_VUB = BUILD / "contrib/vhost-user-blk/vhost-user-blk"
 GUEST = ROOT / "work/guest"
 KERNEL = GUEST / "vmlinuz"
 INITRD = GUEST / "initrd.img"

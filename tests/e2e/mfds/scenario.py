@@ -240,6 +240,24 @@ class VubHandover(TapHandover):
         pass
 
 
+class VubContribHandover(VubHandover):
+    """VubHandover with contrib/vhost-user-blk as the backend: it tracks its
+    requests in an inflight region (F_INFLIGHT_SHMFD), which is handed over
+    with the session, and re-submits what it tracks if given a new kick fd,
+    which the target must therefore not do.  It serves one connection and
+    exits when that closes (h.qsd stands for it)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(iops_limit=None, **kwargs)
+
+    @property
+    def name(self):
+        return "vhost-user-blk-migrate-fds-contrib"
+
+    def setup(self, h):
+        h.qsd = hn.ContribBlk(h, h.image, self.source_disk(h))
+
+
 class VubTargetOnly(TapHandover):
     """The vhost-user-blk property on the target only: the source (property
     off) hands over no disk, so the target's chardev, which waited for a
@@ -294,6 +312,14 @@ def wait_running(vm, timeout=30):
     return time.monotonic()
 
 
+def vhost_protocol(vm):
+    """The names of the vhost-user protocol features the disk's vhost device
+    has (each entry reads "NAME: description")."""
+    st = vm.mon.cmd("x-query-virtio-status", path="/machine/peripheral/disk0/virtio-backend")
+    protocols = st.get("vhost-dev", {}).get("protocol-features", {}).get("protocols", [])
+    return [p.split(":")[0] for p in protocols]
+
+
 def guest_writes(vm):
     """Writes completed on the guest's /dev/vda (field 5 of its stat)."""
     return int(vm.agent.run("cat /sys/block/vda/stat").split()[4])
@@ -326,6 +352,7 @@ def run(h, sc, settle=1.0, after=2.0):
     r["links_after"] = h.ns.links()
     r["target_tap_fds"] = hn.tap_fds(dst.pid())
     r["target_network"] = dst.hmp("info network")
+    r["target_vhost_protocol"] = vhost_protocol(dst)
 
     # Writes the guest has completed so far (a guest counter, so it carried
     # over): the writer must go on adding to it on the target.
