@@ -40,26 +40,32 @@ def fmt(s, key, digits=0):
     return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
 
 
+def downtime(ho, base):
+    return (f"downtime {ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms "
+            f"({ho['downtime_ms_median'] - base['downtime_ms_median']:+.0f} ms)")
+
+
+# (handover, baseline, what the line says of them): the comparisons printed
+# when a run has both scenarios.
+COMPARISONS = [
+    ("tap-migrate-fds", "baseline", lambda ho, base:
+     f"lost {ho['lost_median']:.0f} vs {base['lost_median']:.0f}; "
+     f"longest gap {ho['gap_ms_median']:.1f} vs {base['gap_ms_median']:.1f} ms "
+     f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); {downtime(ho, base)}"),
+    ("vhost-user-blk-migrate-fds", "baseline-throttled", lambda ho, base:
+     f"longest I/O stall {ho['io_stall_ms_median']:.1f} vs "
+     f"{base['io_stall_ms_median']:.1f} ms; I/O lost {io_lost(ho)} vs {io_lost(base)}; "
+     f"{downtime(ho, base)}; vhost-user connections {connections(ho)} vs {connections(base)}"),
+]
+
+
 def compare(results):
-    """The handovers against the baseline of the same run (medians)."""
+    """The handovers against their baseline of the same run (medians)."""
     by = {s["scenario"]: s for s in results}
-    base, ho = by.get("baseline"), by.get("tap-migrate-fds")
-    if base and ho and base["runs"] and ho["runs"]:
-        print(f"tap-migrate-fds vs baseline (medians, this run): "
-              f"lost {ho['lost_median']:.0f} vs {base['lost_median']:.0f}; "
-              f"longest gap {ho['gap_ms_median']:.1f} vs {base['gap_ms_median']:.1f} ms "
-              f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); "
-              f"downtime {ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms "
-              f"({ho['downtime_ms_median'] - base['downtime_ms_median']:+.0f} ms)")
-    base, ho = by.get("baseline-throttled"), by.get("vhost-user-blk-migrate-fds")
-    if base and ho and base["runs"] and ho["runs"]:
-        print(f"vhost-user-blk-migrate-fds vs baseline-throttled (same daemon, medians, this run): "
-              f"longest I/O stall {ho['io_stall_ms_median']:.1f} vs "
-              f"{base['io_stall_ms_median']:.1f} ms; "
-              f"I/O lost {io_lost(ho)} vs {io_lost(base)}; "
-              f"downtime {ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms "
-              f"({ho['downtime_ms_median'] - base['downtime_ms_median']:+.0f} ms); "
-              f"vhost-user connections {connections(ho)} vs {connections(base)}")
+    for ho_name, base_name, line in COMPARISONS:
+        ho, base = by.get(ho_name), by.get(base_name)
+        if ho and base and ho["runs"] and base["runs"]:
+            print(f"{ho_name} vs {base_name} (medians, this run): {line(ho, base)}")
 
 
 def io_lost(s):

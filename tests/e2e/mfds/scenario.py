@@ -31,6 +31,9 @@ WRITER_STATUS = "/tmp/writer.status"
 # The throttled daemon of the vhost-user-blk scenarios (requests stay in it
 # for a while: a slow backend).
 THROTTLED_IOPS = 1000
+# The disk's -chardev and -device options of a vhost-user-blk handover.
+MIGRATE_FDS_DISK = {"disk_chardev_opts": ",migrate-fds=on",
+                    "disk_device_opts": ",migrate-fds=on"}
 
 
 class Scenario:
@@ -228,7 +231,7 @@ class VubHandover(TapHandover):
         return "vhost-user-blk-migrate-fds"
 
     def source_disk_opts(self, h):
-        return {"disk_chardev_opts": ",migrate-fds=on", "disk_device_opts": ",migrate-fds=on"}
+        return MIGRATE_FDS_DISK
 
     def target_disk(self, h):
         return self.source_disk(h)
@@ -243,9 +246,10 @@ class VubHandover(TapHandover):
 class VubContribHandover(VubHandover):
     """VubHandover with contrib/vhost-user-blk as the backend: it tracks its
     requests in an inflight region (F_INFLIGHT_SHMFD), which is handed over
-    with the session, and re-submits what it tracks if given a new kick fd,
-    which the target must therefore not do.  It serves one connection and
-    exits when that closes (h.qsd stands for it)."""
+    with the session.  It completes each request before it reads the next
+    message, so nothing is in flight at the switchover: this shows that the
+    region comes along, not what a re-submission would do.  It serves one
+    connection and exits when that closes (h.qsd stands for it)."""
 
     def __init__(self, **kwargs):
         super().__init__(iops_limit=None, **kwargs)
@@ -270,7 +274,7 @@ class VubTargetOnly(TapHandover):
         return "vhost-user-blk-target-only"
 
     def target_disk_opts(self, h):
-        return {"disk_chardev_opts": ",migrate-fds=on", "disk_device_opts": ",migrate-fds=on"}
+        return MIGRATE_FDS_DISK
 
 
 # Name -> factory, for bench.py and demo.py (new scenarios add themselves).
