@@ -17,7 +17,7 @@ import pytest
 
 from mfds import harness as hn
 from mfds.scenario import TapHandover, boot_source, run, run_failed_target, upgrade
-from mfds.verify import assert_guest_answers_after, xfail_on_second_export_defect
+from mfds.verify import assert_guest_answers_after, make_downscript, xfail_on_second_export_defect
 
 
 @pytest.mark.parametrize("queues", [1, 2, 4], ids=["tap", "tap-queues-2", "tap-queues-4"])
@@ -50,6 +50,30 @@ def test_tap_handover_local_upgrade(h, queues):
     assert_guest_answers_after(r, "source_gone")
 
     # Disk, as in the baseline (second export).
+    xfail_on_second_export_defect(r)
+
+
+def test_tap_handover_cpr_transfer(h):
+    """The same local upgrade in cpr-transfer mode (guest RAM passed on the
+    cpr channel, migrate-fds set on both sides, the tap's fds on the main
+    unix channel): the same interface carries on, not one datagram lost,
+    and the source, which hears the end of the migration in this mode too,
+    leaves the interface to the target: its downscript never runs."""
+    sc = TapHandover(cpr=True)
+    sc.downscript, ran = make_downscript(h, "src")
+    r = run(h, sc)
+
+    assert r["migration"]["status"] == "completed"
+    assert r["target_status"] == "running"
+    assert r["source_exit"] == 0
+    assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
+    assert r["links_after"] == r["links_before"]
+    assert r["target_tap_fds"] == ["tap0"]
+    assert "handed over" in r["target_network"]
+    assert r["sent"] > 0
+    lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
+    assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
+    assert_guest_answers_after(r, "source_gone")
     xfail_on_second_export_defect(r)
 
 

@@ -22,7 +22,7 @@ from mfds import harness as hn
 from mfds.scenario import (TapHandover, VubContribHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
                            run, run_failed_target, start_writer, stop_writer, upgrade)
 from mfds.verify import (assert_every_write_completed, assert_guest_answers_after, io_summary,
-                         xfail_on_second_export_defect)
+                         make_downscript, xfail_on_second_export_defect)
 
 
 def report_io(h, r, **extra):
@@ -59,6 +59,30 @@ def test_vub_handover_local_upgrade(h):
     # The disk: every write completed and intact, the writer went on on the
     # target, and the daemon saw one connection, the source's, which the
     # target took over (a target that connected would be a second).
+    assert_every_write_completed(r)
+    assert r["writes_after"] > r["writes_at_switch"], io
+    assert r["vhost_user_connections"] == 1, io
+
+
+def test_vub_handover_cpr_transfer(h):
+    """The local upgrade of test_vub_handover_local_upgrade in cpr-transfer
+    mode (guest RAM passed on the cpr channel, migrate-fds set on both
+    sides, the session and the tap on the main unix channel): every write
+    completes intact with the daemon throttled, the daemon sees one
+    connection, no datagram is lost, and the source leaves the tap alone."""
+    sc = VubHandover(cpr=True)
+    sc.downscript, ran = make_downscript(h, "src")
+    r = run(h, sc)
+    report_io(h, r)
+    io = io_summary(r)
+
+    assert r["migration"]["status"] == "completed"
+    assert r["target_status"] == "running"
+    assert r["source_exit"] == 0
+    assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
+    assert r["target_tap_fds"] == ["tap0"]
+    lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
+    assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
     assert_every_write_completed(r)
     assert r["writes_after"] > r["writes_at_switch"], io
     assert r["vhost_user_connections"] == 1, io

@@ -40,6 +40,8 @@ class Scenario:
     name = "base"
     caps = {"x-ignore-shared": True, "events": True}
     params = {}
+    # The source tap's downscript (a path, or "no").
+    downscript = "no"
 
     # What management does on the host once the migration has completed
     # (for reports).
@@ -57,7 +59,8 @@ class Scenario:
         return f",queues={queues}" if queues > 1 else ""
 
     def source_net(self, h):
-        return f"tap,id=n0,ifname=tap0,script=no,downscript=no{self.tap_opts()}"
+        return (f"tap,id=n0,ifname=tap0,script=no,downscript={self.downscript}"
+                f"{self.tap_opts()}")
 
     def source_disk(self, h):
         return h.sock("vub0")
@@ -111,10 +114,18 @@ class Scenario:
             t = time.monotonic()
             src.mon.cmd("migrate", uri=mig)
             return dst, t
+        # cpr-transfer: the target reads the cpr channel before it creates its
+        # devices and opens its monitor, so it waits with -incoming defer for
+        # its own parameters (migrate-fds) before it listens on the main
+        # channel; the source connects there once the target closed the cpr
+        # channel, which it does at migrate-incoming.
         cpr = {"transport": "socket", "type": "unix", "path": str(h.sock("cpr"))}
-        dst = hn.Vm(h, role, self.target_net(h), self.target_disk(h),
-                    incoming=[mig, json.dumps({"channel-type": "cpr", "addr": cpr})],
-                    machine=self.machine(), connect=False, **self.target_disk_opts(h))
+        main = [{"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}}]
+        dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
+                    incoming=["defer", json.dumps({"channel-type": "cpr", "addr": cpr})],
+                    machine=self.machine(), connect=False, extra=extra,
+                    nic_queues=self.queues if target_net else None,
+                    **self.target_disk_opts(h))
         # No monitor to ask yet: the cpr socket appearing says it listens.
         deadline = time.monotonic() + 30
         while not h.sock("cpr").exists():
@@ -124,10 +135,10 @@ class Scenario:
         caps = {k: v for k, v in self.caps.items() if k != "x-ignore-shared"}
         src.set_migration(caps, {**self.params, "mode": "cpr-transfer"})
         t = time.monotonic()
-        src.mon.cmd("migrate", channels=[
-            {"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}},
-            {"channel-type": "cpr", "addr": cpr}])
+        src.mon.cmd("migrate", channels=main + [{"channel-type": "cpr", "addr": cpr}])
         dst.connect()
+        dst.set_migration(caps, self.params)
+        dst.mon.cmd("migrate-incoming", channels=main)
         return dst, t
 
     def machine(self):
@@ -181,7 +192,7 @@ class TapHandover(Baseline):
 
     @property
     def name(self):
-        return "tap-migrate-fds"
+        return "tap-migrate-fds" + ("-cpr" if self.cpr else "")
 
     def setup(self, h):
         h.qsd = hn.Storage(h, h.image, self.iops_limit)
@@ -228,7 +239,7 @@ class VubHandover(TapHandover):
 
     @property
     def name(self):
-        return "vhost-user-blk-migrate-fds"
+        return "vhost-user-blk-migrate-fds" + ("-cpr" if self.cpr else "")
 
     def source_disk_opts(self, h):
         return MIGRATE_FDS_DISK
@@ -286,6 +297,8 @@ SCENARIOS = {
     # baseline's on the same (throttled) daemon.
     "baseline-throttled": lambda: Baseline(iops_limit=THROTTLED_IOPS),
     "vhost-user-blk-migrate-fds": VubHandover,
+    "tap-migrate-fds-cpr": lambda: TapHandover(cpr=True),
+    "vhost-user-blk-migrate-fds-cpr": lambda: VubHandover(cpr=True),
 }
 
 

@@ -96,3 +96,13 @@ def assert_every_write_completed(r):
     assert r["io_lost"] == 0, msg
     assert r["io_errors"] == 0, msg
     assert not r["writer_stuck"], msg
+
+
+def make_downscript(h, role):
+    """A downscript for role's tap that records the interface it was run for
+    in h.dir/downscript-<role>.ran; returns its path and that file's."""
+    ran = h.dir / f"downscript-{role}.ran"
+    script = h.dir / f"downscript-{role}.sh"
+    script.write_text(f"#!/bin/sh\necho \"$1\" >>{ran}\n")
+    script.chmod(0o755)
+    return script, ran
