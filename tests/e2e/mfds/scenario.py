@@ -391,21 +391,24 @@ def run(h, sc, settle=1.0, after=2.0):
     return r
 
 
-def start_writer(vm):
+def start_writer(vm, run=1):
     """Start the guest's writer on its vhost-user-blk disk (32 AIO writes
-    in flight) through vm's agent; return once it has started."""
-    vm.agent.run(f"writer write /dev/vda -q 32 -l {WRITER_LOG} -s {WRITER_STATUS} "
+    in flight) through vm's agent; return once it has started.  run: the
+    run id its records carry (a later writer, e.g. after a guest reboot,
+    takes a new one, so that its records cannot be mistaken for an earlier
+    writer's at the same place)."""
+    vm.agent.run(f"writer write /dev/vda -q 32 -r {run} -l {WRITER_LOG} -s {WRITER_STATUS} "
                  f">{WRITER_OUT} 2>&1 &")
     vm.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
                  f"cat {WRITER_OUT}; exit 1")
 
 
-def stop_writer(h, vm, r):
+def stop_writer(h, vm, r, run=1):
     """Stop the guest's writer through vm's agent (the QEMU the guest runs
     on now) and add to r what it saw: writer (its status line),
     writer_stuck, records, io_lost, io_errors, io_stall_ms, io_stalls, and
     the host's check of the image: records_verified, bad_records,
-    bytes_verified."""
+    bytes_verified (records of run id run, as start_writer was given)."""
     # Wait for the writer's final status, not for its exit: a writer with
     # completions lost at the switchover gives up draining after 20 s but
     # may then hang in the kernel on the writes still in flight; its last
@@ -429,7 +432,7 @@ def stop_writer(h, vm, r):
                        f"{{ p = $2 }}' {WRITER_LOG}", check=False)
     r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines()
                       if re.fullmatch(r"[0-9.]+ [0-9.]+", ln.strip())]
-    good, bad = check_image(h.image, r["records"])
+    good, bad = check_image(h.image, r["records"], run)
     r["records_verified"] = good
     r["bad_records"] = bad
     r["bytes_verified"] = good * 4096

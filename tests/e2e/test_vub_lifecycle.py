@@ -1,0 +1,375 @@
+"""What a VM does AFTER (and just before) a vhost-user-blk handover: the
+handover itself is test_vub_handover.py's; here the new QEMU must survive
+what management and the guest do next (stop/cont, a guest reboot, another
+handover after the reboot), a VM paused before `migrate`, a target whose
+load fails, and an old QEMU that is asked things once it handed over.
+
+Each test runs the VubHandover scenario (qemu-storage-daemon throttled to
+1000 IOPS, the guest writer keeping 32 AIO writes in flight, the tap handed
+over too) and checks, after every step: the QEMU that runs the VM is alive,
+the guest's disk completes writes on it (its completed-write counter grows),
+and the daemon saw one vhost-user connection (h.qsd.connections() == 1, the
+first QEMU's, taken over by each next one).  At the end every write the
+guest submitted completed and reads back intact (assert_every_write_completed).
+
+A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
+tail of its log (work/e2e/<test>/qemu-<role>.log)."""
+import os
+import struct
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from qemu.qmp import ExecuteError
+
+from mfds.scenario import (VubHandover, boot_source, guest_writes, run_failed_target, start_writer,
+                           stop_writer, upgrade, wait_running)
+from mfds.verify import assert_every_write_completed, io_summary
+from test_vub_handover import report_io, wait_writes
+
+# The vhost-user-blk device's virtio backend (-device ...,id=disk0).
+DISK = "/machine/peripheral/disk0/virtio-backend"
+# Writes that must complete on the disk after a step for it to count as
+# working (0.2 s at the daemon's 1000 IOPS), and the time they get.
+PROGRESS, PROGRESS_S = 200, 20
+
+
+def alive(vm):
+    """Fail unless vm's QEMU still runs, with its exit status and log tail."""
+    if not vm.proc.alive():
+        tail = Path(vm.proc.log).read_text(errors="replace")[-3000:]
+        pytest.fail(f"QEMU {vm.role} died (exit status {vm.proc.p.returncode}); "
+                    f"log tail:\n{tail}")
+
+
+def qmp(vm, name, **args):
+    """vm.mon.cmd; a QEMU that dies on the command fails as in alive()."""
+    try:
+        return vm.mon.cmd(name, **args)
+    except ExecuteError:
+        raise
+    except Exception:
+        vm.proc.wait(3)
+        alive(vm)
+        raise
+
+
+def disk_works(h, vm, after):
+    """The disk works on vm after the step `after`: vm alive, PROGRESS more
+    writes completed within PROGRESS_S, and the daemon still has its one
+    connection.  Returns the guest's completed writes."""
+    alive(vm)
+    n0 = guest_writes(vm)
+    n = wait_writes(vm, n0 + PROGRESS, PROGRESS_S)
+    alive(vm)
+    assert n is not None, (f"after {after}: fewer than {PROGRESS} writes completed on "
+                           f"{vm.role} in {PROGRESS_S} s (from {n0}: {guest_writes(vm)})")
+    assert h.qsd.connections() == 1, f"after {after}"
+    return n
+
+
+def forget_events(vm):
+    """Drop the QMP events vm sent so far: the harness's waits match events
+    already seen (a new source's own incoming MIGRATION "completed" would
+    satisfy the next hop's wait at once)."""
+    vm.mon.qmp.get_events(wait=False)
+    vm.mon.events.clear()
+
+
+def boot_writing(h, sc):
+    """Boot the source under sc, start the writer (run id 1); returns the
+    source and the figures dict for stop_writer."""
+    r = {"t": {}}
+    sc.setup(h)
+    src = boot_source(h, sc, r)
+    start_writer(src)
+    disk_works(h, src, "boot")
+    return src, r
+
+
+def hand_over(h, sc, src, role="dst"):
+    """One handover (upgrade(): the source quits once the target runs);
+    checks it completed, the source quit cleanly and the disk works on the
+    target.  Returns the target and upgrade()'s figures."""
+    hop = {"t": {}}
+    dst = upgrade(h, sc, src, hop, role=role)
+    assert hop["migration"]["status"] == "completed"
+    assert hop["target_status"] == "running"
+    assert hop["source_exit"] == 0, "the source did not quit cleanly"
+    disk_works(h, dst, f"the handover to {role}")
+    return dst, hop
+
+
+def finish(h, vm, r, run=1, **extra):
+    """Stop the writer of run id run on vm and assert every write it
+    submitted completed intact, with the daemon's one connection."""
+    stop_writer(h, vm, r, run)
+    r["vhost_user_connections"] = h.qsd.connections()
+    report_io(h, r, **extra)
+    assert_every_write_completed(r)
+    assert r["vhost_user_connections"] == 1, io_summary(r)
+
+
+def test_vub_handover_then_stop_cont(h):
+    """After a handover, `stop` then `cont` on the new QEMU, three times,
+    each with writes in flight in the daemon: the first start of the vrings
+    the new QEMU does itself (not a take-over).  It used to SIGSEGV at
+    `cont` (the memory regions taken over held the source's addresses):
+    that fails here at the first `cont`, as "QEMU dst died (exit status
+    -11)"."""
+    sc = VubHandover()
+    src, r = boot_writing(h, sc)
+    dst, _ = hand_over(h, sc, src)
+    for i in range(1, 4):
+        qmp(dst, "stop")
+        assert qmp(dst, "query-status")["status"] == "paused"
+        # The daemon completes what it held while the VM is paused.
+        time.sleep(0.5)
+        qmp(dst, "cont")
+        wait_running(dst)
+        disk_works(h, dst, f"stop/cont {i}")
+    finish(h, dst, r)
+
+
+def reboot(h, vm):
+    """Reboot the guest from the host (`system_reset`) and wait until it
+    answers again; asserts it did boot anew (a new boot_id).  The VM runs
+    with -no-reboot (reboot action "shutdown"), under which a system_reset
+    quits QEMU: the action becomes "reset" first."""
+    boot_id = vm.agent.run("cat /proc/sys/kernel/random/boot_id").strip()
+    forget_events(vm)
+    qmp(vm, "set-action", reboot="reset")
+    qmp(vm, "system_reset")
+    vm.mon.wait_event(lambda e: e["event"] == "RESET", timeout=10)
+    try:
+        vm.agent.wait_boot()
+    except Exception:
+        alive(vm)
+        raise
+    alive(vm)
+    assert vm.agent.run("cat /proc/sys/kernel/random/boot_id").strip() != boot_id
+    assert h.qsd.connections() == 1, "after the reboot"
+
+
+def handover_then_reboot(h, sc):
+    """Boot, writer run 1 across a handover (every write completed), writer
+    run 2 on the new QEMU, then a guest reboot with run 2's writes in flight
+    (they are the reset's to drop, not checked), then writer run 3 on the
+    rebooted guest.  Returns the target and run 3's figures dict."""
+    src, r1 = boot_writing(h, sc)
+    dst, _ = hand_over(h, sc, src)
+    finish(h, dst, r1)
+    start_writer(dst, run=2)
+    disk_works(h, dst, "writer run 2 started")
+    reboot(h, dst)
+    start_writer(dst, run=3)
+    disk_works(h, dst, "the reboot")
+    return dst, {"t": {}}
+
+
+def test_vub_handover_then_guest_reboot(h):
+    """After a handover, the guest reboots (`system_reset` on the new QEMU,
+    writes in flight): the device reset stops the vrings, the new guest
+    kernel starts them again on the new QEMU (its own start, not a
+    take-over), and the disk works: every write after the reboot completes
+    intact.  It used to SIGSEGV at the restart (no boot, QEMU dead)."""
+    sc = VubHandover()
+    dst, r3 = handover_then_reboot(h, sc)
+    time.sleep(1)
+    finish(h, dst, r3, run=3)
+
+
+def test_vub_handover_after_reboot_hands_over_again(h):
+    """After a handover and a guest reboot, a second handover to a third
+    QEMU, with the writer (run 3) running across it: the vrings the rebooted
+    guest started on the second QEMU move on to the third, every write
+    completes intact, and the daemon still saw one connection."""
+    sc = VubHandover()
+    dst, r3 = handover_then_reboot(h, sc)
+    forget_events(dst)
+    dst2, _ = hand_over(h, sc, dst, role="dst2")
+    finish(h, dst2, r3, run=3)
+
+
+def test_vub_handover_of_paused_vm(h):
+    """The VM is paused (`stop`, writes in flight) before `migrate`: the
+    handover completes into a target that stays paused; `cont` on the target
+    while the old QEMU is still there (both hold the session: only the
+    target may use it), then the old QEMU quits: the disk works after each,
+    every write completes intact, one connection."""
+    sc = VubHandover()
+    src, r = boot_writing(h, sc)
+    qmp(src, "stop")
+    assert qmp(src, "query-status")["status"] == "paused"
+    time.sleep(0.2)
+    sc.pre_migrate(h)
+    dst, _ = sc.migrate(h, src)
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
+    deadline = time.monotonic() + 30
+    while qmp(dst, "query-migrate").get("status") != "completed":
+        assert time.monotonic() < deadline, "the target did not complete the incoming migration"
+        time.sleep(0.05)
+    # A VM paused before the migration stays paused on the target.
+    assert qmp(dst, "query-status")["status"] == "paused"
+    assert h.qsd.connections() == 1
+    qmp(dst, "cont")
+    wait_running(dst)
+    disk_works(h, dst, "cont on the target (the source still there)")
+    src.quit()
+    assert src.proc.p.returncode == 0, "the source did not quit cleanly"
+    disk_works(h, dst, "the source quit")
+    finish(h, dst, r)
+
+
+class RingWatch:
+    """The disk's split virtqueues, sampled from the host every ~0.5 ms in
+    guest RAM (the shared file on /dev/shm, guest physical address = file
+    offset): the guest driver's avail idx and the daemon's used idx.  Their
+    difference is the number of requests the guest submitted that the
+    daemon has not completed (qemu-storage-daemon pops each kick's requests
+    at once: requests inside the daemon, here mostly in its throttle
+    group).  The ring addresses come from x-query-virtio-vhost-queue-status,
+    which reads QEMU's own state (x-query-virtio-queue-status would send
+    GET_VRING_BASE, which stops the ring)."""
+
+    def __init__(self, h, vm):
+        nvqs = qmp(vm, "x-query-virtio-status", path=DISK)["vhost-dev"]["nvqs"]
+        self.rings = []
+        for q in range(nvqs):
+            st = qmp(vm, "x-query-virtio-vhost-queue-status", path=DISK, queue=q)
+            self.rings.append((st["avail-phys"] + 2, st["used-phys"] + 2))
+        size = os.path.getsize(h.shm)
+        assert all(a < size and u < size for a, u in self.rings), (self.rings, size)
+        self.fd = os.open(h.shm, os.O_RDONLY)
+        self.samples = []   # (host time, [in flight per queue], [used idx per queue])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _idx(self, off):
+        return struct.unpack("<H", os.pread(self.fd, 2, off))[0]
+
+    def _loop(self):
+        while not self._stop.is_set():
+            t = time.monotonic()
+            used = [self._idx(u) for _, u in self.rings]
+            inflight = [(self._idx(a) - u) & 0xffff for (a, _), u in zip(self.rings, used)]
+            self.samples.append((t, inflight, used))
+            time.sleep(0.0005)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        os.close(self.fd)
+
+    def at(self, t):
+        """The last sample taken at or before host time t."""
+        before = [s for s in self.samples if s[0] <= t]
+        assert before, f"no ring sample before {t}"
+        return before[-1]
+
+
+def test_vub_handover_requests_in_flight_at_switchover(h):
+    """At queue depth 32 with the daemon throttled to 1000 IOPS, the
+    requests inside the daemon when the source stopped (the switchover) are
+    counted from the guest's rings: there must be some, or this run did not
+    test the case it is about.  Recorded (io.json): the count at the
+    source's STOP, the least and most in the switchover window (source
+    stopped -> target running), completions the daemon made in that window
+    (while no QEMU ran the VM), and the guest's own in-flight writes read
+    just before `migrate`.  Every write completes intact, one connection."""
+    sc = VubHandover()
+    src, r = boot_writing(h, sc)
+    ring = RingWatch(h, src)
+    try:
+        time.sleep(0.5)
+        # The guest block layer's writes in flight (/sys/block/vda/inflight:
+        # reads writes), just before the migrate command.
+        guest_inflight = int(src.agent.run("cat /sys/block/vda/inflight").split()[1])
+        dst, hop = hand_over(h, sc, src)
+    finally:
+        ring.stop()
+    t = hop["t"]
+    _, at_stop, used_stop = ring.at(t["source_stopped"])
+    _, at_run, used_run = ring.at(t["target_running"])
+    window = [s for s in ring.samples if t["source_stopped"] <= s[0] <= t["target_running"]]
+    figures = {
+        "in_daemon_at_switchover": sum(at_stop),
+        "in_daemon_at_target_running": sum(at_run),
+        "in_daemon_in_window_min": min((sum(s[1]) for s in window), default=None),
+        "in_daemon_in_window_max": max((sum(s[1]) for s in window), default=None),
+        "completed_in_window": sum((b - a) & 0xffff for a, b in zip(used_stop, used_run)),
+        "window_ms": (t["target_running"] - t["source_stopped"]) * 1000,
+        "window_samples": len(window),
+        "ring_samples": len(ring.samples),
+        "guest_inflight_before_migrate": guest_inflight,
+        "downtime_ms": hop["downtime_ms"],
+    }
+    print("switchover:", figures)
+    finish(h, dst, r, **figures)
+    assert figures["in_daemon_at_switchover"] > 0, figures
+
+
+def test_vub_failed_load_source_resumes_io(h):
+    """A handover whose target's load fails (its tap has half the source's
+    2 queues: it rejects the fds) and exits; management does `cont` on the
+    source (which saw the migration complete: no return path).  The source
+    serves the disk again on the session it never gave up: writes complete
+    after the `cont`, every write completes intact, one connection."""
+    r = run_failed_target(h, VubHandover(queues=2), "load-fails", io=True)
+    report_io(h, r, writes_at_recovery=r["writes_at_recovery"], writes_after=r["writes_after"])
+    io = io_summary(r)
+
+    assert r["target_exit"] not in (None, 0)
+    assert "load of migration failed" in r["target_log"]
+    assert "never claimed" not in r["target_log"]
+    assert r["writes_after"] - r["writes_at_recovery"] >= PROGRESS, io
+    assert_every_write_completed(r)
+    assert r["vhost_user_connections"] == 1, io
+    assert r["guest_alive_after"]
+
+
+def test_vub_old_qemu_silent_after_handover(h):
+    """After a completed handover and BEFORE the old QEMU quits, management
+    asks it things that would make it speak on, or shut down, the session
+    the new QEMU now owns: x-query-virtio-queue-status of the disk (which
+    asks the backend for the vring base), `system_reset` (a device reset
+    stops the vrings), `yank` of its vhost-user chardev (shuts the socket
+    down), then `quit`.  Whatever each answers, the new QEMU's writes keep
+    completing after each.  Without the fix the query alone stopped the
+    ring in the daemon: every write in flight on the new QEMU hung for
+    good, which fails here as "after x-query-virtio-queue-status on the old
+    QEMU: fewer than 200 writes completed on dst in 20 s"."""
+    sc = VubHandover()
+    src, r = boot_writing(h, sc)
+    sc.pre_migrate(h)
+    dst, _ = sc.migrate(h, src)
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
+    wait_running(dst)
+    disk_works(h, dst, "the handover")
+
+    answers = {}
+
+    def ask(what, name, **args):
+        try:
+            answers[what] = qmp(src, name, **args)
+        except ExecuteError as e:
+            answers[what] = f"error: {e}"
+        disk_works(h, dst, f"{what} on the old QEMU")
+
+    ask("x-query-virtio-queue-status", "x-query-virtio-queue-status", path=DISK, queue=0)
+    # -no-reboot would turn the reset into a quit.
+    qmp(src, "set-action", reboot="reset")
+    ask("system_reset", "system_reset")
+    time.sleep(0.5)  # the reset is done by the main loop after the reply
+    ask("yank", "yank", instances=[{"type": "chardev", "id": "vub0"}])
+    src.quit()
+    assert src.proc.p.returncode == 0, "the old QEMU did not quit cleanly"
+    disk_works(h, dst, "the old QEMU quit")
+    print("the old QEMU answered:", answers)
+    finish(h, dst, r, old_qemu_answers={k: str(v)[:300] for k, v in answers.items()})
