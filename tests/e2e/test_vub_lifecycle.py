@@ -157,6 +157,55 @@ def test_vub_handover_then_stop_cont(h):
     finish(h, dst, r)
 
 
+def plug_memory(h, vm, size_mb=128):
+    """Hotplug a pc-dimm of size_mb on a shared file (vhost-user needs an
+    fd); returns None, or the error of the refusal.  The backend object
+    stays for a later try."""
+    path = Path(f"/dev/shm/{h.id}-dimm0")
+    if not path.exists():
+        h.stack.callback(lambda: path.unlink(missing_ok=True))
+        qmp(vm, "object-add", **{"qom-type": "memory-backend-file", "id": "dimm0mem",
+                                 "size": size_mb << 20, "mem-path": str(path), "share": True})
+    try:
+        qmp(vm, "device_add", driver="pc-dimm", id="dimm0", memdev="dimm0mem")
+    except ExecuteError as e:
+        return str(e)
+    return None
+
+
+def test_vub_memory_hotplug_refused_until_vrings_restart(h):
+    """After a handover, a memory hotplug (a pc-dimm) on the new QEMU is
+    refused with an error that says what to do: the daemon knows the vrings
+    taken over by the old QEMU's addresses until the new QEMU restarts them,
+    and a new memory table would remove those regions.  The VM goes on and
+    the disk works.  After a stop/cont (the vrings restart here) the same
+    hotplug succeeds, the daemon maps the new memory, and the disk works on;
+    every write completes intact, one connection.  Without the refusal the
+    hotplug "succeeds" at once, and fails here as "the hotplug was not
+    refused"."""
+    h.mem_slots = 1
+    sc = VubHandover()
+    src, r = boot_writing(h, sc)
+    dst, _ = hand_over(h, sc, src)
+    refusal = plug_memory(h, dst)
+    assert refusal is not None, "the hotplug was not refused"
+    assert "must restart first" in refusal, refusal
+    assert qmp(dst, "query-status")["status"] == "running"
+    assert not qmp(dst, "query-memory-devices")
+    disk_works(h, dst, "the refused hotplug")
+    with quiesced(dst):
+        qmp(dst, "stop")
+        qmp(dst, "cont")
+        wait_running(dst)
+    disk_works(h, dst, "stop/cont")
+    err = plug_memory(h, dst)
+    assert err is None, f"the hotplug after the restart failed: {err}"
+    devices = qmp(dst, "query-memory-devices")
+    assert [d["data"]["id"] for d in devices] == ["dimm0"], devices
+    disk_works(h, dst, "the hotplug after the restart")
+    finish(h, dst, r, hotplug_refused_with=refusal)
+
+
 def reboot(h, vm):
     """Reboot the guest from the host (`system_reset`) and wait until it
     answers again; asserts it did boot anew (a new boot_id).  The VM runs

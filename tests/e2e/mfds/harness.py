@@ -514,7 +514,8 @@ class Vm:
         argv = [
             paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "tcg", "-machine", f"pc,memory-backend=ram0{machine}", "-smp", "1",
-            "-m", f"{h.ram_mb}M",
+            "-m", f"{h.ram_mb}M" + (f",slots={h.mem_slots},maxmem={h.ram_mb + 256 * h.mem_slots}M"
+                                    if h.mem_slots else ""),
             "-object", f"memory-backend-file,id=ram0,size={h.ram_mb}M,mem-path={h.shm},share=on",
             "-kernel", paths.KERNEL, "-initrd", paths.INITRD, "-no-reboot",
             "-append", f"console=ttyS0 quiet panic=-1 mfds.ip={GUEST_IP}/{PREFIXLEN}",
@@ -600,6 +601,9 @@ class Harness:
         CREATED.add(self.id)
         self.name = name
         self.ram_mb = ram_mb
+        # Memory hotplug slots (of up to 256 MiB each) of every QEMU of the
+        # VM: a test sets it before the first boots.
+        self.mem_slots = 0
         self.logs = logs
         self.stack = contextlib.ExitStack()
         self.dir = Path("/tmp") / self.id
