@@ -204,3 +204,64 @@ def test_completions_in_switchover_window_reach_guest_without_backend_kick(h):
     assert_every_write_completed(r)
     assert r["vhost_user_connections"] == 1, io_summary(r)
     assert h.qsd.alive(), h.qsd.tail()
+
+
+def test_target_that_never_ran_hands_the_running_vrings_on(h):
+    """A target that loaded the session but never ran the VM (-S, no `cont`:
+    e.g. libvirt's migrate --suspend) is migrated on to a third QEMU: the
+    vrings still run in the backend, so their kick eventfds go on with the
+    session and the third QEMU takes them over as the second would have.
+    The backend hears nothing but the new call and error fds (and the
+    GET_FEATURES that orders them without REPLY_ACK) from the source's STOP
+    on: no SET_VRING_BASE, which would skip the requests it had not taken
+    yet, no new kick fd, no memory table.  The guest's writes go on on the
+    third QEMU; one connection; every write completes intact.  When the
+    second QEMU did not pass the vrings on, the third set them up afresh and
+    this fails at "messages the backend heard"."""
+    sc = LateCompletionHandover()
+    r = {"t": {}}
+    sc.setup(h)
+    src = boot_source(h, sc, r)
+    start_writer(src)
+    disk_goes_on(h, src, "boot")
+    forget_events(src)
+    dst, _ = sc.migrate(h, src, extra=["-S"], role="dst")
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", src.mon.cmd("query-migrate")
+    t_stop = wall(src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5))
+    deadline = time.monotonic() + 30
+    while dst.mon.cmd("query-migrate").get("status") != "completed":
+        assert time.monotonic() < deadline, "dst did not complete the incoming migration"
+        time.sleep(0.01)
+    assert dst.mon.cmd("query-status")["status"] == "paused"
+    src.quit()
+    assert src.proc.p.returncode == 0, "src did not quit cleanly"
+
+    forget_events(dst)
+    dst2, _ = sc.migrate(h, dst, role="dst2")
+    done = dst.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", dst.mon.cmd("query-migrate")
+    deadline = time.monotonic() + 30
+    while dst2.mon.cmd("query-migrate").get("status") != "completed":
+        assert time.monotonic() < deadline, "dst2 did not complete the incoming migration"
+        time.sleep(0.01)
+    # A VM paused before its migration stays paused on the target.
+    assert dst2.mon.cmd("query-status")["status"] == "paused"
+    dst2.mon.cmd("cont")
+    dst2.mon.wait_event(lambda e: e["event"] == "RESUME")
+    dst.quit()
+    assert dst.proc.p.returncode == 0, "dst did not quit cleanly"
+    disk_goes_on(h, dst2, "the handover from a target that never ran")
+
+    heard = [f.get("req", kind) for t, kind, f in h.qsd.events()
+             if kind in ("msg", "SET_VRING_CALL") and t > t_stop]
+    assert heard and set(heard) <= {"SET_VRING_CALL", "VHOST_USER_SET_VRING_ERR",
+                                    "VHOST_USER_GET_FEATURES"}, (
+        f"messages the backend heard after the source stopped: {heard}")
+    stop_writer(h, dst2, r)
+    r["vhost_user_connections"] = h.qsd.connections()
+    report_io(h, r, messages_after_stop=heard)
+    assert_every_write_completed(r)
+    assert r["vhost_user_connections"] == 1, io_summary(r)
