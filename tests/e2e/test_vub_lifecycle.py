@@ -94,14 +94,6 @@ def quiesced(vm, resume=True):
         vm.agent.run("kill -CONT $(pidof writer)")
 
 
-def forget_events(vm):
-    """Drop the QMP events vm sent so far: the harness's waits match events
-    already seen (a new source's own incoming MIGRATION "completed" would
-    satisfy the next hop's wait at once)."""
-    vm.mon.qmp.get_events(wait=False)
-    vm.mon.events.clear()
-
-
 def boot_writing(h, sc):
     """Boot the source under sc, start the writer (run id 1); returns the
     source and the figures dict for stop_writer."""
@@ -163,7 +155,7 @@ def reboot(h, vm):
     with -no-reboot (reboot action "shutdown"), under which a system_reset
     quits QEMU: the action becomes "reset" first."""
     boot_id = vm.agent.run("cat /proc/sys/kernel/random/boot_id").strip()
-    forget_events(vm)
+    vm.mon.discard_events()
     qmp(vm, "set-action", reboot="reset")
     # The reset stops the vrings: nothing in the daemon then (quiesced()).
     with quiesced(vm, resume=False):
@@ -215,7 +207,6 @@ def test_vub_handover_after_reboot_hands_over_again(h):
     completes intact, and the daemon still saw one connection."""
     sc = VubHandover()
     dst, r3 = handover_then_reboot(h, sc)
-    forget_events(dst)
     dst2, _ = hand_over(h, sc, dst, role="dst2")
     finish(h, dst2, r3, run=3)
 

@@ -126,11 +126,15 @@ class Monitor:
         return self.qmp.cmd(name, **args)
 
     def wait_event(self, match, timeout=60):
-        """Wait for an event for which match(event) is true; return it."""
+        """Wait for an event for which match(event) is true, take it off
+        the queue and return it: an event ends one wait at most.  Events
+        received meanwhile that do not match stay queued, in order, for
+        later waits (e.g. the STOP that came before the MIGRATION
+        "completed" waited for first)."""
         deadline = time.monotonic() + timeout
-        for ev in self.events:
+        for i, ev in enumerate(self.events):
             if match(ev):
-                return ev
+                return self.events.pop(i)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -140,9 +144,20 @@ class Monitor:
             except TimeoutError:
                 continue
             if ev:
-                self.events.append(ev)
                 if match(ev):
                     return ev
+                self.events.append(ev)
+
+    def discard_events(self):
+        """Drop every event QEMU sent before this call, whether a wait has
+        seen it or not, so that later waits match only what happens from
+        now on: the start of a step, e.g. a hop of chained upgrades, where
+        the new source's queue still holds the MIGRATION "completed" of its
+        own incoming migration.  A command orders it: QEMU sends the events
+        it emitted before the command ahead of its reply."""
+        self.cmd("query-status")
+        self.qmp.clear_events()
+        self.events.clear()
 
     def close(self):
         with contextlib.suppress(Exception):

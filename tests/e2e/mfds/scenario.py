@@ -445,8 +445,14 @@ def upgrade(h, sc, src, r, role="dst"):
     Returns the target Vm; adds to r the migration (query-migrate on the
     source), downtime_ms, target_status and source_exit, and to r["t"] the
     host times of migrate, completed, switched, source_stopped,
-    target_running and source_gone.  role: the target's name."""
+    target_running and source_gone.  role: the target's name.
+
+    The waits take only events of this hop: src may have been the target
+    of an earlier one, whose own MIGRATION "completed" (and RESUME) are
+    still queued on its monitor; they are dropped before the migration
+    starts, and each wait consumes the event it matched."""
     t = r["t"]
+    src.mon.discard_events()
     sc.pre_migrate(h)
     dst, t["migrate"] = sc.migrate(h, src, role=role)
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
