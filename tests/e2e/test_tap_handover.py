@@ -17,7 +17,8 @@ import pytest
 
 from mfds import harness as hn
 from mfds.scenario import TapHandover, boot_source, run, run_failed_target, upgrade
-from mfds.verify import assert_guest_answers_after, make_downscript, xfail_on_second_export_defect
+from mfds.verify import (assert_guest_answers_after, make_downscript, tap_ifname, tap_info,
+                         xfail_on_second_export_defect)
 
 
 # tap-cpr-transfer: the same local upgrade in cpr-transfer mode (guest RAM
@@ -47,7 +48,7 @@ def test_tap_handover_local_upgrade(h, queues, cpr):
     assert r["links_after"] == r["links_before"]
     assert list(r["links_after"]) == ["tap0"]
     assert r["target_tap_fds"] == ["tap0"] * queues
-    assert "handed over" in r["target_network"]
+    assert tap_info(r["target_network"]) == ["ifname=tap0,migrate-fds=on (handed over)"] * queues
     assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
 
     # Network: the guest answers on the target, and not one datagram is
@@ -84,13 +85,16 @@ def test_tap_handover_target_lost(h, how, queues):
     # still all its queues, and the guest's network serves the stream.
     assert r["links_after"] == r["links_before"] == {"tap0": r["links_before"]["tap0"]}
     assert r["source_tap_fds_after"] == r["source_tap_fds_before"] == ["tap0"] * queues
-    assert "tap0" in r["source_network"]
+    source_taps = tap_info(r["source_network"])
+    assert [tap_ifname(i) for i in source_taps] == ["tap0"] * queues, source_taps
+    assert not [i for i in source_taps if "handed over" in i], source_taps
     assert r["replies_after_recovery"] > 0
     # Every datagram sent from half a second after the source resumed got
     # its reply.
     tail = [tr for _, ts, tr in r["arrivals"] if ts > r["t"]["source_running"] + 0.5]
     assert tail and all(tr is not None for tr in tail)
     assert r["guest_alive_after"]
+    assert r["source_exit"] == 0, "the source did not quit cleanly"
 
     # Every received fd owned or closed: a failed load closes the fds it
     # did not get to without a "never claimed" warning (that one is for a
@@ -138,7 +142,7 @@ def test_tap_handover_tcp_connection(h):
     assert more
     assert r["migration"]["status"] == "completed"
     assert r["target_status"] == "running"
-    assert r["source_exit"] is not None
+    assert r["source_exit"] == 0, "the source did not quit cleanly"
     assert h.ns.links() == links_before == {"tap0": links_before["tap0"]}
     assert hn.tap_fds(dst.pid()) == ["tap0"]
     print(f"exchanges: {before} before the migration, {at_source_gone} when the "
@@ -180,6 +184,7 @@ def test_tap_handover_repeated_upgrades(h):
         vm = upgrade(h, sc, vm, r, role=f"dst{hop}")
         assert r["migration"]["status"] == "completed", f"hop {hop}"
         assert r["target_status"] == "running", f"hop {hop}"
+        assert r["source_exit"] == 0, f"hop {hop}: the source did not quit cleanly"
         assert h.ns.links() == links, f"hop {hop}"
         assert hn.tap_fds(vm.pid()) == ["tap0"], f"hop {hop}"
         for _ in range(3):

@@ -22,7 +22,7 @@ from mfds import harness as hn
 from mfds.scenario import (TapHandover, VubContribHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
                            run, run_failed_target, start_writer, stop_writer, upgrade)
 from mfds.verify import (assert_every_write_completed, assert_guest_answers_after, io_summary,
-                         make_downscript, xfail_on_second_export_defect)
+                         make_downscript, tap_info, xfail_on_second_export_defect)
 
 
 def report_io(h, r, **extra):
@@ -41,17 +41,18 @@ def test_vub_handover_local_upgrade(h):
     report_io(h, r)
     io = io_summary(r)
 
-    # Migration: completed, QEMU's own downtime figure, target running, source gone.
+    # Migration: completed, QEMU's own downtime figure, target running, the
+    # source quit cleanly.
     assert r["migration"]["status"] == "completed"
     assert isinstance(r["downtime_ms"], int) and r["downtime_ms"] >= 0
     assert r["target_status"] == "running"
-    assert r["source_exit"] is not None
+    assert r["source_exit"] == 0
 
     # The tap, handed over as in the tap tests: same interface, the target
     # holds it, and the guest's network loses nothing.
     assert r["links_after"] == r["links_before"]
     assert r["target_tap_fds"] == ["tap0"]
-    assert "handed over" in r["target_network"]
+    assert tap_info(r["target_network"]) == ["ifname=tap0,migrate-fds=on (handed over)"]
     lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
     assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
     assert_guest_answers_after(r, "source_gone")
@@ -127,6 +128,7 @@ def test_vub_handover_repeated_upgrades(h):
         vm = upgrade(h, sc, vm, hop_r, role=f"dst{hop}")
         assert hop_r["migration"]["status"] == "completed", f"hop {hop}"
         assert hop_r["target_status"] == "running", f"hop {hop}"
+        assert hop_r["source_exit"] == 0, f"hop {hop}: the source did not quit cleanly"
         assert h.qsd.connections() == 1, f"hop {hop}"
         n = wait_writes(vm, guest_writes(vm))
         assert n is not None, f"hop {hop}: no write completed on dst{hop}"
@@ -176,6 +178,7 @@ def test_vub_handover_target_killed(h):
     assert r["source_tap_fds_after"] == ["tap0"]
     assert r["replies_after_recovery"] > 0
     assert r["guest_alive_after"]
+    assert r["source_exit"] == 0, "the source did not quit cleanly"
 
 
 # off: the migrate-fds parameter on, the vhost-user-blk property off on both
@@ -190,7 +193,7 @@ def test_vub_property_off_today_path(h, scenario):
 
     assert r["migration"]["status"] == "completed"
     assert r["target_status"] == "running"
-    assert r["source_exit"] is not None
+    assert r["source_exit"] == 0
     assert r["target_tap_fds"] == ["tap0"]
     assert_guest_answers_after(r, "source_gone")
 

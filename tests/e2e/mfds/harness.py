@@ -572,10 +572,16 @@ class Vm:
             self.mon.cmd("migrate-set-parameters", **params)
 
     def quit(self, timeout=15):
+        """`quit`, and wait for QEMU to exit.  Returns its exit status (0:
+        a clean exit; negative: the signal that ended it, e.g. -6 for an
+        abort on the way out), or None if it did not exit by itself within
+        timeout (it is then stopped: SIGTERM, after which a QEMU exits 0,
+        or SIGKILL; that status is not the quit's)."""
         with contextlib.suppress(Exception):
             self.mon.cmd("quit")
-        self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
         self.close()
+        return rc
 
     def close(self):
         self.agent.close()

@@ -446,6 +446,8 @@ def upgrade(h, sc, src, r, role="dst"):
     source), downtime_ms, target_status and source_exit, and to r["t"] the
     host times of migrate, completed, switched, source_stopped,
     target_running and source_gone.  role: the target's name.
+    source_exit is the source's exit status if it quit by itself (0: a
+    clean exit), None if it had to be stopped (see Vm.quit).
 
     The waits take only events of this hop: src may have been the target
     of an earlier one, whose own MIGRATION "completed" (and RESUME) are
@@ -476,9 +478,8 @@ def upgrade(h, sc, src, r, role="dst"):
     r["migration"] = src.mon.cmd("query-migrate")
     r["downtime_ms"] = r["migration"].get("downtime")
     r["target_status"] = dst.mon.cmd("query-status")["status"]
-    src.quit()
+    r["source_exit"] = src.quit()
     t["source_gone"] = time.monotonic()
-    r["source_exit"] = src.proc.p.returncode
     return dst
 
 
@@ -514,7 +515,8 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
     did; with io, the guest's writer runs on its disk throughout as well,
     and r also has what it saw (see stop_writer), writes_at_recovery and
     writes_after (the guest's completed writes when the source ran again
-    and `after` seconds later) and vhost_user_connections."""
+    and `after` seconds later) and vhost_user_connections.  source_exit:
+    the source's exit status when it quits at the end (see Vm.quit)."""
     r = {"scenario": f"{sc.name}-{how}", "t": {}}
     t = r["t"]
     sc.setup(h)
@@ -571,7 +573,7 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
         stop_writer(h, src, r)
         r["vhost_user_connections"] = h.qsd.connections()
     r["guest_alive_after"] = src.agent.run("echo alive").strip() == "alive"
-    src.quit()
+    r["source_exit"] = src.quit()
     return r
 
 

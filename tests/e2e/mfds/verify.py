@@ -4,6 +4,7 @@ the guest saw across a local upgrade.
 Record layout: b"MFDSREC1", u64 seq, u64 runid, u32 crc32 (zlib's, over the
 record with this field zero), u32 0, payload.  Record seq lives at seq * 4096.
 """
+import re
 import struct
 import zlib
 
@@ -106,3 +107,19 @@ def make_downscript(h, role):
     script.write_text(f"#!/bin/sh\necho \"$1\" >>{ran}\n")
     script.chmod(0o755)
     return script, ran
+
+
+def tap_info(info_network, netdev="n0"):
+    """What HMP `info network` says of the tap netdev, one entry per queue
+    (the line under each queue of the NIC: " \\ n0: index=Q,type=tap,INFO"):
+    the INFO strings, e.g. "ifname=tap0,script=no,downscript=no", or
+    "ifname=tap0,migrate-fds=on (handed over)" on a target that took the
+    fds over."""
+    return re.findall(r"^ \\ " + re.escape(netdev) + r": index=\d+,type=tap,(.*?)\s*$",
+                      info_network, re.M)
+
+
+def tap_ifname(info):
+    """The ifname= of one tap_info() entry (None if it has none)."""
+    m = re.match(r"ifname=([^,]*)", info)
+    return m.group(1) if m else None
