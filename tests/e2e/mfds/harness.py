@@ -353,6 +353,13 @@ class TcpEcho:
         self.sock.close()
 
 
+def vu_panics(log):
+    """The vu_panic lines of a libvhost-user backend's log file."""
+    p = Path(log)
+    return [ln for ln in p.read_text(errors="replace").splitlines() if "vu_panic" in ln] \
+        if p.exists() else []
+
+
 class Storage:
     """qemu-storage-daemon serving a raw image over vhost-user-blk exports.
 
@@ -394,6 +401,11 @@ class Storage:
             return 0
         return self.trace.read_text().count("qio_channel_socket_accept_complete")
 
+    def panics(self):
+        """The lines of the daemon's log in which libvhost-user gave up on
+        a connection (vu_panic, e.g. "Error writing eventfd")."""
+        return vu_panics(self.proc.log)
+
     def close(self):
         with contextlib.suppress(Exception):
             if self.proc.alive():
@@ -422,6 +434,10 @@ class ContribBlk:
 
     def connections(self):
         return 1 if self.proc.alive() else 0
+
+    def panics(self):
+        """As Storage.panics()."""
+        return vu_panics(self.proc.log)
 
     def close(self):
         self.proc.stop()
