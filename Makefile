@@ -45,8 +45,13 @@ bench: deps build guest
 demo: deps build guest
 	$(PY) scripts/demo.py
 
+# Everything built or recorded; kept: the download and work/qemu itself
+# (its commits may hold work not yet exported).
 clean:
-	rm -rf work/qemu/build work/guest work/check work/bench work/demo
+	rm -rf work/qemu/build work/qemu-base work/bisect work/base-logs work/guest \
+	  work/guest-build.* work/qemu.tmp work/check work/check-bisect work/e2e \
+	  work/bench work/demo work/configure.log work/build.log work/optionrom.log work/apt.log
+	if [ -d work/qemu/.git ]; then git -C work/qemu worktree prune; fi
 
 distclean:
 	rm -rf work
