@@ -20,7 +20,7 @@ import pytest
 
 from mfds import harness as hn
 from mfds.scenario import (TapHandover, VubContribHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
-                           run, run_failed_target, start_writer, stop_writer, upgrade)
+                           run, run_failed_target, start_writer, stop_writer, stream_figures, upgrade)
 from mfds.verify import (assert_every_write_completed, assert_guest_answers_after,
                          check_second_export_disk, io_summary, make_downscript, tap_info)
 
@@ -105,10 +105,11 @@ HOPS = 20
 
 
 def test_vub_handover_repeated_upgrades(h):
-    """20 local upgrades in a row, each new QEMU the source of the next, the
-    guest's writer running through all of them: each QEMU completes writes
-    of its own, the daemon sees the one connection of the first QEMU from
-    start to end, and every write completes intact.  A handover must leave
+    """20 local upgrades in a row, each new QEMU the source of the next (its
+    predecessor quits cleanly), the guest's writer and the 1 kHz UDP stream
+    running through all of them: each QEMU completes writes of its own, the
+    daemon sees the one connection of the first QEMU from start to end,
+    every write completes intact, and not one datagram is lost.  A handover must leave
     nothing behind that adds up: every target holds exactly as many fds as
     the first (the socket, its kick and call eventfds, the tap's queue...;
     one leaked or duplicated per hop shows at once) and the 20th one's RSS
@@ -118,6 +119,8 @@ def test_vub_handover_repeated_upgrades(h):
     sc.setup(h)
     vm = boot_source(h, sc, r)
     start_writer(vm)
+    stream = hn.Stream(h)
+    stream.wait_ready()
     # usage[0] is the source, which booted the guest; usage[i] the i-th
     # target, taken the same way for each: once it runs alone and has
     # completed writes of its own.
@@ -134,16 +137,21 @@ def test_vub_handover_repeated_upgrades(h):
         assert n is not None, f"hop {hop}: no write completed on dst{hop}"
         writes.append(n)
         usage.append(hn.proc_usage(vm.pid()))
+    s = stream_figures(stream.stop())
     stop_writer(h, vm, r)
     r["vhost_user_connections"] = h.qsd.connections()
     # The series, for the log (and work/e2e/<test>/io.json).
-    report_io(h, r, writes=writes, usage=usage)
+    report_io(h, r, writes=writes, usage=usage, datagrams_sent=s["sent"],
+              datagrams_lost=s["lost"])
     print("fds:", [u["fds"] for u in usage])
     print("rss_kb:", [u["rss_kb"] for u in usage])
 
     assert vm.agent.run("echo alive").strip() == "alive"
     assert_every_write_completed(r)
     assert r["vhost_user_connections"] == 1
+    lost = [seq for seq, _, tr in s["arrivals"] if tr is None]
+    assert s["sent"] > 0
+    assert lost == [], f"{s['lost']} of {s['sent']} datagrams lost over {HOPS} upgrades: {lost}"
     fds = [u["fds"] for u in usage]
     assert fds[1:] == [fds[1]] * HOPS, fds
     # RSS: as in test_tap_handover_repeated_upgrades (20% over the median
