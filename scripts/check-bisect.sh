@@ -33,7 +33,7 @@ for k in "${!commits[@]}"; do
     die "first broken patch: $name (build, see $out/build.log)"
   partial=1
   [ $((k + 1)) -lt ${#commits[@]} ] || partial=0
-  qp= qf= qs=
+  qp='' qf='' qs=''
   read -r qp qf qs < <(QTESTS_PREFIX=$partial "$ROOT/scripts/qtests.sh" "$BT/build" "$out" | tail -n 1) || true
   [ "${qf:-1}" = 0 ] || die "first broken patch: $name (${qf:-the} qtests failed, see $out)"
   log "  ok: $qp passed, $qs skipped"

@@ -93,7 +93,7 @@ fi
 if [ $ok_build = 1 ]; then
   stage "qtests"
   [ $ok_base = 1 ] || notes+=("no build of the unpatched base: the qtests that migrate to or from it fail")
-  qp= qf= qs=
+  qp='' qf='' qs=''
   read -r qp qf qs < <("$ROOT/scripts/qtests.sh" "$BUILD" "$OUT" | tail -n 1) || true
   if [ -z "$qf" ]; then
     record "qtests: qtests.sh gave no result" fail
