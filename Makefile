@@ -1,6 +1,11 @@
 # migrate-fds: thin entry points; the steps live in scripts/.
 # make demo   - everything from nothing, then a live local upgrade demo
 # make check  - everything from nothing, then all tests (what CI runs)
+#
+# Only `make tree` replaces work/qemu with base + patches/ (and refuses to
+# drop work patches/ does not have).  `make build` (and check, bench, demo)
+# create the tree when there is none and otherwise build it as it is, so
+# that an edit builds before it is committed and exported.
 
 SHELL := /bin/bash
 PY := /usr/bin/python3
@@ -15,13 +20,14 @@ deps:
 base:
 	bash scripts/base.sh
 
-tree: base
+tree:
 	bash scripts/tree.sh
 
 export:
 	bash scripts/export.sh
 
-build: tree
+build:
+	bash scripts/tree.sh --keep-work
 	bash scripts/build.sh
 
 guest:
@@ -39,8 +45,13 @@ bench: deps build guest
 demo: deps build guest
 	$(PY) scripts/demo.py
 
+# Everything built or recorded; kept: the download and work/qemu itself
+# (its commits may hold work not yet exported).
 clean:
-	rm -rf work/qemu/build work/guest work/check work/bench work/demo
+	rm -rf work/qemu/build work/qemu-base work/bisect work/base-logs work/guest \
+	  work/guest-build.* work/qemu.tmp work/check work/check-bisect work/e2e \
+	  work/bench work/demo work/configure.log work/build.log work/optionrom.log work/apt.log
+	if [ -d work/qemu/.git ]; then git -C work/qemu worktree prune; fi
 
 distclean:
 	rm -rf work

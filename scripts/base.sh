@@ -18,7 +18,8 @@ fetch() {
   rm -f "$f"
   if apt-cache showsrc "$BASE_PKG" 2>/dev/null | grep -qx "Version: $BASE_DEBVER"; then
     log "apt-get source $BASE_PKG=$BASE_DEBVER"
-    (cd "$DL" && apt-get source --download-only -qq "$BASE_PKG=$BASE_DEBVER" >/dev/null 2>&1) || true
+    (cd "$DL" && apt_logged apt-get source --download-only -qq "$BASE_PKG=$BASE_DEBVER") ||
+      log "apt-get source failed (see above)${QEMU_BASE_DEPS:+; trying $QEMU_BASE_DEPS}"
   fi
   if [ ! -f "$f" ] && [ -n "$QEMU_BASE_DEPS" ]; then
     log "taking the source package from $QEMU_BASE_DEPS"

@@ -5,6 +5,8 @@
 # export).  Then give the build tree what the Debian tarball leaves out:
 # firmware (from Debian's seabios and ipxe-qemu) and the x86 option ROMs
 # (built from pc-bios/optionrom).  Incremental when run again.
+# It builds the tree as it is, edits not yet committed included; `make
+# build` makes the tree first when there is none (tree.sh --keep-work).
 . "$(dirname "$0")/lib.sh"
 
 [ -e "$QEMU_TREE/.git" ] || die "no QEMU tree at $QEMU_TREE: run 'make tree'"

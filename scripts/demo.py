@@ -5,10 +5,11 @@ what the guest saw.
 By default it shows the handover of both backends (vhost-user-blk-migrate-fds:
 the new QEMU takes over the open fds of the same tap and the live vhost-user
 connection to qemu-storage-daemon, which is throttled so that writes wait in
-it at the switchover; nothing is switched on the host) and then, on a fresh
-guest with the same daemon, the baseline (what management does today: a new
-tap, the host switched to it afterwards, a second vhost-user-blk export) for
-comparison: one report each, a side by side summary, and
+it at the switchover; nothing is switched on the host) and then, for
+comparison, a second VM (a fresh guest, its own namespace and daemon,
+throttled the same) upgraded once the way management does it today
+(baseline-throttled: a new tap, the host switched to it afterwards, a
+second vhost-user-blk export): one report each, a side by side summary, and
 work/demo/arrivals.png with one panel per scenario on the same time scale.
 Also writes work/demo/result.json (scenario -> figures).
 
@@ -86,7 +87,7 @@ def plot(results):
         panels.append(f"""
 unset arrow
 unset label
-set title "{r['scenario']}: {r['lost']} lost, longest gap {r['gap_ms']:.0f} ms, QEMU downtime {r['downtime_ms']} ms; {sc.host_switch}"
+set title "{r['scenario']}: {r['lost']} lost, longest gap {r['gap_ms']:.0f} ms, QEMU downtime {r['downtime_ms']} ms\\n{sc.host_switch}"
 {arrows}
 {'set xlabel "send time, ms from the migrate command"' if i == n - 1 else 'unset xlabel'}
 plot "{got}" using 1:2 with points pt 7 ps 0.4 lc rgb "#1f77b4" title "reply received", \\

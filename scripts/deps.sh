@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the project needs from Debian's packages.
 # Idempotent: when all is installed it only checks and returns.
+# It changes the host's apt configuration: it adds (and says so)
+# /etc/apt/sources.list.d/migrate-fds.sources, with bookworm-backports
+# (deb and deb-src: meson >= 1.5 and pycotap) and sid's deb-src (the pinned
+# QEMU source package, which apt-get source selects by its exact version),
+# both from the archive the host already uses.  Remove that file (and run
+# apt-get update) to undo it; the packages installed from backports stay.
 . "$(dirname "$0")/lib.sh"
 
 [ "$(id -u)" = 0 ] || die "deps.sh installs packages: run it as root"
@@ -49,7 +55,8 @@ Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 "
   if [ ! -f "$SRC_LIST" ] || [ "$(cat "$SRC_LIST")" != "$(printf '%s' "$want")" ]; then
-    log "adding $SRC_LIST"
+    log "adding to the host's apt sources: $SRC_LIST (bookworm-backports deb + deb-src," \
+        "sid deb-src, from $uri); remove it to undo"
     printf '%s' "$want" >"$SRC_LIST"
     rm -f /var/lib/apt/periodic/migrate-fds-updated
   fi
@@ -66,7 +73,7 @@ apt_updated=0
 apt_update() {
   [ $apt_updated = 1 ] && return
   log "apt-get update"
-  apt-get update -qq >/dev/null || die "apt-get update failed"
+  apt_logged apt-get update -qq || die "apt-get update failed"
   apt_updated=1
 }
 
@@ -80,7 +87,7 @@ miss=$(missing "${PKGS[@]}")
 if [ -n "$miss" ]; then
   apt_update
   log "installing:" $miss
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $miss >/dev/null \
+  DEBIAN_FRONTEND=noninteractive apt_logged apt-get install -y -qq --no-install-recommends $miss \
     || die "apt-get install failed for: $miss"
 fi
 
@@ -92,8 +99,8 @@ meson_ok() {
 if ! meson_ok || [ -n "$(missing "${BPO_PKGS[@]}")" ]; then
   apt_update
   log "installing from bookworm-backports: ${BPO_PKGS[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    -t bookworm-backports "${BPO_PKGS[@]}" >/dev/null || die "backports install failed"
+  DEBIAN_FRONTEND=noninteractive apt_logged apt-get install -y -qq --no-install-recommends \
+    -t bookworm-backports "${BPO_PKGS[@]}" || die "backports install failed"
 fi
 meson_ok || die "meson >= 1.5 is required"
 log "dependencies present (meson $(dpkg-query -W -f='${Version}' meson))"

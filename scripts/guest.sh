@@ -18,7 +18,7 @@ kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
        sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
 if [ -z "$kpkg" ]; then
   # A stale or missing package index: refresh once.
-  apt-get update -qq >/dev/null || die "apt-get update failed"
+  apt_logged apt-get update -qq || die "apt-get update failed"
   kpkg=$(apt-cache depends linux-image-amd64 |
          sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n1)
 fi
@@ -27,7 +27,7 @@ kver=$(apt-cache policy "$kpkg" | sed -n 's/^ *Candidate: //p')
 deb=$(ls "$DL/${kpkg}_"*.deb 2>/dev/null | head -n1 || true)
 if [ -z "$deb" ]; then
   log "downloading $kpkg $kver"
-  (cd "$DL" && apt-get download -q "$kpkg" >/dev/null 2>&1) || die "apt-get download $kpkg failed"
+  (cd "$DL" && apt_logged apt-get download -q "$kpkg") || die "apt-get download $kpkg failed"
   deb=$(ls "$DL/${kpkg}_"*.deb | head -n1)
 fi
 

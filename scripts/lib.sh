@@ -34,3 +34,17 @@ PY=/usr/bin/python3
 
 log() { printf '==> %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Run an apt command with its output in work/apt.log; when it fails, show
+# the end of that output (apt's own error) and return its status.
+apt_logged() {
+  local lg=$WORK/apt.log rc=0
+  mkdir -p "$WORK"
+  echo "+ $*" >>"$lg"
+  "$@" >>"$lg" 2>&1 || rc=$?
+  if [ $rc -ne 0 ]; then
+    printf 'apt: %s failed (exit %d); the end of work/apt.log:\n' "$*" "$rc" >&2
+    tail -n 15 "$lg" | sed 's/^/    /' >&2
+  fi
+  return $rc
+}

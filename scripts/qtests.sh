@@ -2,16 +2,61 @@
 # Run the qtests of tests/qtests.list against a build directory.
 # usage: qtests.sh BUILD_DIR OUT_DIR
 # Logs go to OUT_DIR; the last line of stdout is "PASSED FAILED SKIPPED".
+#
+# Every binary the list names and every --prefix it gives must exist: a
+# binary the build does not know, or a prefix that matches no test, is a
+# failure.  With QTESTS_PREFIX=1 (check-bisect.sh, on a prefix of the
+# series, before the patch that adds them) such a binary or prefix is
+# skipped instead, and said so.  Which binaries exist at a prefix, meson
+# says (the qtest targets of the build it generated); which tests a binary
+# has, the binary (-l).
+# QTESTS_LIST=FILE: another list.  QTESTS_BUILD=no: run the binaries the
+# build has as they are, without building the qtests first.
 . "$(dirname "$0")/lib.sh"
 
 build=$1 out=$2
+list=${QTESTS_LIST:-$ROOT/tests/qtests.list}
+lenient=${QTESTS_PREFIX:-0}
 mkdir -p "$out"
-mapfile -t runs < <(grep -vE '^\s*(#|$)' "$ROOT/tests/qtests.list")
-bins=$(printf '%s\n' "${runs[@]}" | awk '{for (i = 1; $i ~ /=/; i++); print "tests/qtest/" $i}' | sort -u)
-ninja -C "$build" $bins >"$out/qtest-build.log" 2>&1 ||
-  { tail -n 30 "$out/qtest-build.log" >&2; echo "building the qtests failed" >&2; echo "0 1 0"; exit 0; }
+mapfile -t runs < <(grep -vE '^\s*(#|$)' "$list")
 
-P=0 F=0 S=0 i=0
+# The binary of a run: the first word that is not VAR=value.
+binary() { awk '{for (i = 1; $i ~ /=/; i++); print $i}' <<<"$1"; }
+
+# The qtest binaries this build defines: meson's targets in build.ninja,
+# which ninja first regenerates if a meson.build changed (a prefix of the
+# series checked out since the last build).
+if [ "${QTESTS_BUILD:-yes}" != no ]; then
+  ninja -C "$build" build.ninja >"$out/qtest-build.log" 2>&1 ||
+    { tail -n 30 "$out/qtest-build.log" >&2; echo "meson failed" >&2; echo "0 1 0"; exit 0; }
+fi
+known=$(ninja -C "$build" -t targets all 2>/dev/null |
+        sed -n 's|^tests/qtest/\([^:/]*\): .*|\1|p' | sort -u)
+is_known() { grep -qxF "$1" <<<"$known"; }
+
+P=0 F=0 S=0
+missing() { # missing WHAT: a binary or prefix this build lacks
+  if [ "$lenient" = 1 ]; then
+    echo "SKIP $1 (not in the series up to this patch)" >&2
+    S=$((S + 1))
+  else
+    echo "FAIL $1" >&2
+    F=$((F + 1))
+  fi
+}
+
+bins=()
+for r in "${runs[@]}"; do
+  b=$(binary "$r")
+  is_known "$b" && bins+=("tests/qtest/$b")
+done
+mapfile -t bins < <(printf '%s\n' "${bins[@]}" | sort -u | grep . || true)
+if [ "${QTESTS_BUILD:-yes}" != no ] && [ ${#bins[@]} -gt 0 ]; then
+  ninja -C "$build" "${bins[@]}" >>"$out/qtest-build.log" 2>&1 ||
+    { tail -n 30 "$out/qtest-build.log" >&2; echo "building the qtests failed" >&2; echo "0 1 0"; exit 0; }
+fi
+
+i=0
 for r in "${runs[@]}"; do
   # Leading VAR=value words set the environment of the run; @BASE@ is the
   # build of the unpatched base (scripts/build-base.sh).
@@ -21,27 +66,38 @@ for r in "${runs[@]}"; do
   bin=${words[0]} extra=("${words[@]:1}") rest="${envs[*]} ${extra[*]}"
   i=$((i + 1))
   lg="$out/qtest-$i-$bin.log"
+  if ! is_known "$bin" || [ ! -x "$build/tests/qtest/$bin" ]; then
+    missing "$bin: no such qtest in $build"
+    continue
+  fi
   # --prefix=P: every test whose path starts with P (glib's -p does not
   # descend into nested suites).
   args=(--tap -k) prefixes=()
   for a in "${extra[@]}"; do
     if [[ $a == --prefix=* ]]; then prefixes+=("${a#--prefix=}"); else args+=("$a"); fi
   done
-  unmatched=()
   if [ ${#prefixes[@]} -gt 0 ]; then
+    rc=0
     listing=$(cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
       QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
-      "tests/qtest/$bin" "${args[@]:2}" -l 2>/dev/null)
-  fi
-  for pfx in "${prefixes[@]}"; do
-    n=${#args[@]}
-    while read -r tp; do args+=(-p "$tp"); done < <(grep "^$pfx" <<<"$listing")
-    [ ${#args[@]} -gt "$n" ] || unmatched+=("$pfx")
-  done
-  if [ ${#unmatched[@]} -gt 0 ]; then
-    echo "FAIL $bin: no test matches ${unmatched[*]}" >&2
-    F=$((F + 1))
-    continue
+      "${envs[@]}" "tests/qtest/$bin" "${args[@]:2}" -l 2>"$lg") || rc=$?
+    if [ $rc -ne 0 ]; then
+      echo "FAIL $bin ${rest:-}: listing its tests failed (exit $rc): see $lg" >&2
+      F=$((F + 1))
+      continue
+    fi
+    matched=0
+    for pfx in "${prefixes[@]}"; do
+      n=${#args[@]}
+      while read -r tp; do args+=(-p "$tp"); done < <(grep "^$pfx" <<<"$listing")
+      if [ ${#args[@]} -gt "$n" ]; then
+        matched=$((matched + 1))
+      else
+        missing "$bin: no test matches --prefix=$pfx"
+      fi
+    done
+    # Not one prefix left: run nothing (without -p the binary would run all).
+    [ "$matched" -gt 0 ] || continue
   fi
   rc=0
   ( cd "$build" &&

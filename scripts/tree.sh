@@ -1,9 +1,24 @@
 #!/usr/bin/env bash
-# work/qemu := base + the series in patches/.
-# With FORCE=1 a tree holding unexported commits or changes is reset anyway.
+# work/qemu := base + the series in patches/ (`make tree`).
+# A tree holding work that patches/ does not (uncommitted changes, commits
+# not exported) is refused, unless FORCE=1 (then reset anyway).
+# --keep-work (`make build`, `make check`): create the tree if there is
+# none and bring an unchanged one up to date with patches/, but leave a
+# tree holding such work as it is and say so (exit 0), so that an edit is
+# built and tested before it is committed and exported.
 . "$(dirname "$0")/lib.sh"
 
-"$ROOT/scripts/base.sh"
+keep_work=0
+case ${1:-} in
+  --keep-work) keep_work=1 ;;
+  "") ;;
+  *) die "usage: tree.sh [--keep-work]" ;;
+esac
+
+# The base tree (and its download) is needed only to make work/qemu.
+if [ ! -e "$QEMU_TREE/.git" ] || ! git -C "$QEMU_TREE" rev-parse -q --verify base >/dev/null; then
+  "$ROOT/scripts/base.sh"
+fi
 cd "$QEMU_TREE"
 
 git config user.name "$PROJECT_NAME"
@@ -32,18 +47,30 @@ if git rev-parse -q --verify HEAD >/dev/null &&
   fi
 fi
 
-# Refuse to throw away work that patches/ does not hold.
-if [ "${FORCE:-0}" != 1 ] && git rev-parse -q --verify HEAD >/dev/null; then
+# Refuse to throw away work that patches/ does not hold (--keep-work:
+# keep it, and build what is there).
+unexported() {
   if [ -n "$(git status --porcelain --untracked-files=normal)" ]; then
-    die "work/qemu has uncommitted changes; commit and 'make export' them, or FORCE=1"
+    echo "uncommitted changes"
+    return
   fi
+  local exported c id
   exported=$(cat "${series[@]}" /dev/null | git patch-id --stable | awk '{print $1}' | sort -u)
   for c in $(git rev-list base..HEAD); do
     id=$(git show "$c" | git patch-id --stable | awk '{print $1}')
     if [ -n "$id" ] && ! grep -qx "$id" <<<"$exported"; then
-      die "work/qemu commit $(git log -1 --format='%h %s' "$c") is not in patches/; 'make export' it first, or FORCE=1"
+      echo "commit $(git log -1 --format='%h %s' "$c"), which patches/ does not have"
+      return
     fi
   done
+}
+if [ "${FORCE:-0}" != 1 ] && git rev-parse -q --verify HEAD >/dev/null; then
+  work=$(unexported)
+  if [ -n "$work" ] && [ "$keep_work" = 1 ]; then
+    log "work/qemu holds $work: left as it is, not base + patches/ ('make export' to make it so)"
+    exit 0
+  fi
+  [ -z "$work" ] || die "work/qemu holds $work: commit and 'make export' it first, or FORCE=1"
 fi
 
 git am --abort >/dev/null 2>&1 || true

@@ -126,11 +126,15 @@ class Monitor:
         return self.qmp.cmd(name, **args)
 
     def wait_event(self, match, timeout=60):
-        """Wait for an event for which match(event) is true; return it."""
+        """Wait for an event for which match(event) is true, take it off
+        the queue and return it: an event ends one wait at most.  Events
+        received meanwhile that do not match stay queued, in order, for
+        later waits (e.g. the STOP that came before the MIGRATION
+        "completed" waited for first)."""
         deadline = time.monotonic() + timeout
-        for ev in self.events:
+        for i, ev in enumerate(self.events):
             if match(ev):
-                return ev
+                return self.events.pop(i)
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -140,9 +144,20 @@ class Monitor:
             except TimeoutError:
                 continue
             if ev:
-                self.events.append(ev)
                 if match(ev):
                     return ev
+                self.events.append(ev)
+
+    def discard_events(self):
+        """Drop every event QEMU sent before this call, whether a wait has
+        seen it or not, so that later waits match only what happens from
+        now on: the start of a step, e.g. a hop of chained upgrades, where
+        the new source's queue still holds the MIGRATION "completed" of its
+        own incoming migration.  A command orders it: QEMU sends the events
+        it emitted before the command ahead of its reply."""
+        self.cmd("query-status")
+        self.qmp.clear_events()
+        self.events.clear()
 
     def close(self):
         with contextlib.suppress(Exception):
@@ -338,6 +353,13 @@ class TcpEcho:
         self.sock.close()
 
 
+def vu_panics(log):
+    """The vu_panic lines of a libvhost-user backend's log file."""
+    p = Path(log)
+    return [ln for ln in p.read_text(errors="replace").splitlines() if "vu_panic" in ln] \
+        if p.exists() else []
+
+
 class Storage:
     """qemu-storage-daemon serving a raw image over vhost-user-blk exports.
 
@@ -379,6 +401,11 @@ class Storage:
             return 0
         return self.trace.read_text().count("qio_channel_socket_accept_complete")
 
+    def panics(self):
+        """The lines of the daemon's log in which libvhost-user gave up on
+        a connection (vu_panic, e.g. "Error writing eventfd")."""
+        return vu_panics(self.proc.log)
+
     def close(self):
         with contextlib.suppress(Exception):
             if self.proc.alive():
@@ -407,6 +434,10 @@ class ContribBlk:
 
     def connections(self):
         return 1 if self.proc.alive() else 0
+
+    def panics(self):
+        """As Storage.panics()."""
+        return vu_panics(self.proc.log)
 
     def close(self):
         self.proc.stop()
@@ -558,10 +589,16 @@ class Vm:
             self.mon.cmd("migrate-set-parameters", **params)
 
     def quit(self, timeout=15):
+        """`quit`, and wait for QEMU to exit.  Returns its exit status (0:
+        a clean exit; negative: the signal that ended it, e.g. -6 for an
+        abort on the way out), or None if it did not exit by itself within
+        timeout (it is then stopped: SIGTERM, after which a QEMU exits 0,
+        or SIGKILL; that status is not the quit's)."""
         with contextlib.suppress(Exception):
             self.mon.cmd("quit")
-        self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)
         self.close()
+        return rc
 
     def close(self):
         self.agent.close()

@@ -28,6 +28,8 @@ from .verify import check_image
 WRITER_LOG = "/tmp/writer.log"
 WRITER_OUT = "/tmp/writer.out"
 WRITER_STATUS = "/tmp/writer.status"
+# The writes the guest's writer keeps in flight (its queue depth).
+WRITER_DEPTH = 32
 # The throttled daemon of the vhost-user-blk scenarios (requests stay in it
 # for a while: a slow backend).
 THROTTLED_IOPS = 1000
@@ -342,6 +344,13 @@ def guest_writes(vm):
     return int(vm.agent.run("cat /sys/block/vda/stat").split()[4])
 
 
+def guest_records_written(vm):
+    """4 KiB records written on the guest's /dev/vda so far: its written
+    sectors (field 7 of its stat) / 8.  Unlike the count of writes, which
+    the block layer may merge, one per record the writer saw complete."""
+    return int(vm.agent.run("cat /sys/block/vda/stat").split()[6]) // 8
+
+
 def parse_kv(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
@@ -374,6 +383,7 @@ def run(h, sc, settle=1.0, after=2.0):
     # Writes the guest has completed so far (a guest counter, so it carried
     # over): the writer must go on adding to it on the target.
     r["writes_at_switch"] = guest_writes(dst)
+    r["records_at_switch"] = guest_records_written(dst)
     time.sleep(after)
     r.update(stream_figures(stream.stop()))
     r["writes_after"] = guest_writes(dst)
@@ -388,16 +398,17 @@ def run(h, sc, settle=1.0, after=2.0):
     stop_writer(h, dst, r)
     r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
     r["vhost_user_connections"] = h.qsd.connections()
+    r["backend_panics"] = h.qsd.panics()
     return r
 
 
 def start_writer(vm, run=1):
-    """Start the guest's writer on its vhost-user-blk disk (32 AIO writes
-    in flight) through vm's agent; return once it has started.  run: the
-    run id its records carry (a later writer, e.g. after a guest reboot,
-    takes a new one, so that its records cannot be mistaken for an earlier
-    writer's at the same place)."""
-    vm.agent.run(f"writer write /dev/vda -q 32 -r {run} -l {WRITER_LOG} -s {WRITER_STATUS} "
+    """Start the guest's writer on its vhost-user-blk disk (WRITER_DEPTH
+    AIO writes in flight) through vm's agent; return once it has started.
+    run: the run id its records carry (a later writer, e.g. after a guest
+    reboot, takes a new one, so that its records cannot be mistaken for an
+    earlier writer's at the same place)."""
+    vm.agent.run(f"writer write /dev/vda -q {WRITER_DEPTH} -r {run} -l {WRITER_LOG} -s {WRITER_STATUS} "
                  f">{WRITER_OUT} 2>&1 &")
     vm.agent.run(f"for i in $(seq 100); do grep -q started {WRITER_OUT} && exit 0; sleep 0.1; done; "
                  f"cat {WRITER_OUT}; exit 1")
@@ -406,9 +417,10 @@ def start_writer(vm, run=1):
 def stop_writer(h, vm, r, run=1):
     """Stop the guest's writer through vm's agent (the QEMU the guest runs
     on now) and add to r what it saw: writer (its status line),
-    writer_stuck, records, io_lost, io_errors, io_stall_ms, io_stalls, and
-    the host's check of the image: records_verified, bad_records,
-    bytes_verified (records of run id run, as start_writer was given)."""
+    writer_stuck, records, io_lost, io_errors, io_stall_ms, io_stalls,
+    lost_seqs (the records whose write never completed), and the host's
+    check of the image: records_verified, bad_records, bytes_verified
+    (records of run id run, as start_writer was given)."""
     # Wait for the writer's final status, not for its exit: a writer with
     # completions lost at the switchover gives up draining after 20 s but
     # may then hang in the kernel on the writes still in flight; its last
@@ -432,6 +444,12 @@ def stop_writer(h, vm, r, run=1):
                        f"{{ p = $2 }}' {WRITER_LOG}", check=False)
     r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines()
                       if re.fullmatch(r"[0-9.]+ [0-9.]+", ln.strip())]
+    # Which writes never completed: the records the writer submitted that
+    # its completion log lacks (the first 1000).
+    out = vm.agent.run(f"awk -v n={r['records']} '{{ done[$1] = 1 }} END {{ "
+                       f"for (i = 0; i < n && k < 1000; i++) if (!(i in done)) {{ print i; k++ }} }}' "
+                       f"{WRITER_LOG}", check=False)
+    r["lost_seqs"] = [int(ln) for ln in out.split() if ln.isdigit()]
     good, bad = check_image(h.image, r["records"], run)
     r["records_verified"] = good
     r["bad_records"] = bad
@@ -445,8 +463,16 @@ def upgrade(h, sc, src, r, role="dst"):
     Returns the target Vm; adds to r the migration (query-migrate on the
     source), downtime_ms, target_status and source_exit, and to r["t"] the
     host times of migrate, completed, switched, source_stopped,
-    target_running and source_gone.  role: the target's name."""
+    target_running and source_gone.  role: the target's name.
+    source_exit is the source's exit status if it quit by itself (0: a
+    clean exit), None if it had to be stopped (see Vm.quit).
+
+    The waits take only events of this hop: src may have been the target
+    of an earlier one, whose own MIGRATION "completed" (and RESUME) are
+    still queued on its monitor; they are dropped before the migration
+    starts, and each wait consumes the event it matched."""
     t = r["t"]
+    src.mon.discard_events()
     sc.pre_migrate(h)
     dst, t["migrate"] = sc.migrate(h, src, role=role)
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
@@ -470,9 +496,8 @@ def upgrade(h, sc, src, r, role="dst"):
     r["migration"] = src.mon.cmd("query-migrate")
     r["downtime_ms"] = r["migration"].get("downtime")
     r["target_status"] = dst.mon.cmd("query-status")["status"]
-    src.quit()
+    r["source_exit"] = src.quit()
     t["source_gone"] = time.monotonic()
-    r["source_exit"] = src.proc.p.returncode
     return dst
 
 
@@ -508,7 +533,8 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
     did; with io, the guest's writer runs on its disk throughout as well,
     and r also has what it saw (see stop_writer), writes_at_recovery and
     writes_after (the guest's completed writes when the source ran again
-    and `after` seconds later) and vhost_user_connections."""
+    and `after` seconds later) and vhost_user_connections.  source_exit:
+    the source's exit status when it quits at the end (see Vm.quit)."""
     r = {"scenario": f"{sc.name}-{how}", "t": {}}
     t = r["t"]
     sc.setup(h)
@@ -565,7 +591,7 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
         stop_writer(h, src, r)
         r["vhost_user_connections"] = h.qsd.connections()
     r["guest_alive_after"] = src.agent.run("echo alive").strip() == "alive"
-    src.quit()
+    r["source_exit"] = src.quit()
     return r
 
 
