@@ -48,7 +48,7 @@ def test_tap_handover_local_upgrade(h, queues, cpr):
     assert r["links_after"] == r["links_before"]
     assert list(r["links_after"]) == ["tap0"]
     assert r["target_tap_fds"] == ["tap0"] * queues
-    assert tap_info(r["target_network"]) == ["ifname=tap0,migrate-fds=on (handed over)"] * queues
+    assert tap_info(r["target_network"]) == ["ifname=tap0,downscript=no,migrate-fds=on (handed over)"] * queues
     assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
 
     # Network: the guest answers on the target, and not one datagram is

@@ -52,7 +52,7 @@ def test_vub_handover_local_upgrade(h):
     # holds it, and the guest's network loses nothing.
     assert r["links_after"] == r["links_before"]
     assert r["target_tap_fds"] == ["tap0"]
-    assert tap_info(r["target_network"]) == ["ifname=tap0,migrate-fds=on (handed over)"]
+    assert tap_info(r["target_network"]) == ["ifname=tap0,downscript=no,migrate-fds=on (handed over)"]
     lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
     assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
     assert_guest_answers_after(r, "source_gone")

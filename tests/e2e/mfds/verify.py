@@ -169,7 +169,7 @@ def tap_info(info_network, netdev="n0"):
     """What HMP `info network` says of the tap netdev, one entry per queue
     (the line under each queue of the NIC: " \\ n0: index=Q,type=tap,INFO"):
     the INFO strings, e.g. "ifname=tap0,script=no,downscript=no", or
-    "ifname=tap0,migrate-fds=on (handed over)" on a target that took the
+    "ifname=tap0,downscript=no,migrate-fds=on (handed over)" on a target that took the
     fds over."""
     return re.findall(r"^ \\ " + re.escape(netdev) + r": index=\d+,type=tap,(.*?)\s*$",
                       info_network, re.M)
