@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 PY := /usr/bin/python3
 
-.PHONY: all deps base tree export build guest check check-bisect bench demo clean distclean
+.PHONY: all deps base tree export build guest check check-bisect check-asan bench demo clean distclean
 
 all: build
 
@@ -39,6 +39,10 @@ check:
 check-bisect:
 	bash scripts/check-bisect.sh
 
+# The series' qtests and e2e handovers under ASan and UBSan (not in check)
+check-asan: deps guest
+	bash scripts/check-asan.sh
+
 bench: deps build guest
 	$(PY) bench/bench.py
 
@@ -50,7 +54,7 @@ demo: deps build guest
 clean:
 	rm -rf work/qemu/build work/qemu-base work/bisect work/base-logs work/guest \
 	  work/guest-build.* work/qemu.tmp work/check work/check-bisect work/e2e \
-	  work/bench work/demo work/configure.log work/build.log work/optionrom.log work/apt.log
+	  work/bench work/demo work/asan work/check-asan work/configure.log work/build.log work/optionrom.log work/apt.log
 	if [ -d work/qemu/.git ]; then git -C work/qemu worktree prune; fi
 
 distclean:

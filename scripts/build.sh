@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Configure (once) and build work/qemu into work/qemu/build: a trimmed
+# Configure (once) and build work/qemu into $BUILD (work/qemu/build): a trimmed
 # x86_64 system emulator with KVM and TCG, slirp, vhost-user/-kernel/-net,
 # and the tools (qemu-img, qemu-storage-daemon with the vhost-user-blk
 # export).  Then give the build tree what the Debian tarball leaves out:
@@ -24,6 +24,7 @@ CONFIGURE_ARGS=(
   --enable-tools
   --enable-vhost-user-blk-server
   --enable-linux-aio --enable-cap-ng
+  ${EXTRA_CONFIGURE_ARGS:-}
 )
 # Debian's +ds tarball drops the prebuilt edk2 images that meson unpacks
 # for x86 targets; x86 guests here boot SeaBIOS, so empty stand-ins do
@@ -32,23 +33,23 @@ for f in $(sed -n "s/^ *'\(edk2-[a-z0-9_-]*\.fd\)',\$/\1/p" pc-bios/meson.build)
   [ -e "pc-bios/$f.bz2" ] || bzip2 -c </dev/null >"pc-bios/$f.bz2"
 done
 
-stamp=build/.migrate-fds-configure
+stamp=$BUILD/.migrate-fds-configure
 want="${CONFIGURE_ARGS[*]}"
-if [ ! -f build/build.ninja ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+if [ ! -f "$BUILD/build.ninja" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   log "configure"
-  rm -rf build
-  mkdir -p build
-  (cd build && ../configure "${CONFIGURE_ARGS[@]}") >"$WORK/configure.log" 2>&1 ||
+  rm -rf "$BUILD"
+  mkdir -p "$BUILD"
+  (cd "$BUILD" && "$QEMU_TREE/configure" "${CONFIGURE_ARGS[@]}") >"$WORK/configure.log" 2>&1 ||
     { tail -n 30 "$WORK/configure.log" >&2; die "configure failed (see work/configure.log)"; }
   echo "$want" >"$stamp"
 fi
 
 log "ninja"
-ninja -C build ${NINJA_TARGETS:-all storage-daemon/qemu-storage-daemon} >"$WORK/build.log" 2>&1 ||
+ninja -C "$BUILD" ${NINJA_TARGETS:-all storage-daemon/qemu-storage-daemon} >"$WORK/build.log" 2>&1 ||
   { grep -E '^FAILED|error:' "$WORK/build.log" | head -n 40 >&2; die "build failed (see work/build.log)"; }
 
 # --- option ROMs: configure writes no config.mak for them here.
-rom=build/pc-bios/optionrom
+rom=$BUILD/pc-bios/optionrom
 mkdir -p "$rom"
 cat >"$rom/config.mak.new" <<MK
 TOPSRC_DIR=$QEMU_TREE
@@ -67,14 +68,14 @@ make -s -C "$rom" >"$WORK/optionrom.log" 2>&1 ||
   { tail -n 20 "$WORK/optionrom.log" >&2; die "option ROM build failed"; }
 
 # --- firmware where a QEMU run from the build tree looks for it.
-datadir=$(sed -n "s/^#define CONFIG_QEMU_DATADIR \"\(.*\)\"/\1/p" build/config-host.h)
+datadir=$(sed -n "s/^#define CONFIG_QEMU_DATADIR \"\(.*\)\"/\1/p" "$BUILD/config-host.h")
 [ -n "$datadir" ] || die "cannot read CONFIG_QEMU_DATADIR"
-fw=build/qemu-bundle$datadir
+fw=$BUILD/qemu-bundle$datadir
 mkdir -p "$fw"
 link() { [ -e "$1" ] || die "missing firmware $1"; ln -sfn "$1" "$fw/$(basename "${2:-$1}")"; }
 for f in /usr/share/seabios/bios*.bin /usr/share/seabios/vgabios*.bin; do link "$f"; done
 for f in /usr/lib/ipxe/qemu/*.rom; do link "$f"; done
 for f in multiboot.bin multiboot_dma.bin linuxboot.bin linuxboot_dma.bin kvmvapic.bin pvh.bin; do
-  link "$QEMU_TREE/$rom/$f"
+  link "$rom/$f"
 done
 log "built: $BUILD/qemu-system-x86_64"

@@ -4,7 +4,8 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${WORK:-$ROOT/work}
 QEMU_TREE=${QEMU_TREE:-$WORK/qemu}
-BUILD=$QEMU_TREE/build
+# The build directory (scripts/check-asan.sh builds the tree a second time)
+BUILD=${BUILD:-$QEMU_TREE/build}
 PATCHES=$ROOT/patches
 
 # The pinned base: Debian's source package of QEMU 10.2.2.
