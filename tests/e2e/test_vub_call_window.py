@@ -160,6 +160,18 @@ def disk_goes_on(h, vm, after, why=""):
     assert h.qsd.alive(), f"after {after}: the backend ended: {h.qsd.tail()}"
 
 
+def boot_writing(h):
+    """Boot the VM with its disk on vub-late-completion and the guest's
+    writer running; returns the scenario, the VM and its figures dict."""
+    sc = LateCompletionHandover()
+    r = {"t": {}}
+    sc.setup(h)
+    vm = boot_source(h, sc, r)
+    start_writer(vm)
+    disk_goes_on(h, vm, "boot")
+    return sc, vm, r
+
+
 def test_completions_in_switchover_window_reach_guest_without_backend_kick(h):
     """Three handovers (src -> dst -> dst2 -> dst3), the first two held (see
     above): in those the backend completes requests in the switchover
@@ -167,12 +179,7 @@ def test_completions_in_switchover_window_reach_guest_without_backend_kick(h):
     the guest's writes go on on each target all the same.  One connection
     for the life of the VM; every write completes and reads back intact.
     The windows' figures are printed and kept in io.json (hops)."""
-    sc = LateCompletionHandover()
-    r = {"t": {}}
-    sc.setup(h)
-    vm = boot_source(h, sc, r)
-    start_writer(vm)
-    disk_goes_on(h, vm, "boot")
+    sc, vm, r = boot_writing(h)
     hops = []
     for role, held in (("dst", True), ("dst2", True), ("dst3", False)):
         vm, t_stop, t_resume = handover(h, sc, vm, role, held)
@@ -212,12 +219,7 @@ def test_target_that_never_ran_hands_the_running_vrings_on(h):
     third QEMU; one connection; every write completes intact.  When the
     second QEMU did not pass the vrings on, the third set them up afresh and
     this fails at "messages the backend heard"."""
-    sc = LateCompletionHandover()
-    r = {"t": {}}
-    sc.setup(h)
-    src = boot_source(h, sc, r)
-    start_writer(src)
-    disk_goes_on(h, src, "boot")
+    sc, src, r = boot_writing(h)
     src.mon.discard_events()
     dst, _ = sc.migrate(h, src, extra=["-S"], role="dst")
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
