@@ -31,7 +31,10 @@ if [ "${QTESTS_BUILD:-yes}" != no ]; then
     { tail -n 30 "$out/qtest-build.log" >&2; echo "meson failed" >&2; echo "0 1 0"; exit 0; }
 fi
 known=$(ninja -C "$build" -t targets all 2>/dev/null |
-        sed -n 's|^tests/qtest/\([^:/]*\): .*|\1|p' | sort -u)
+        sed -n -e 's|^tests/qtest/\([^:/]*\): .*|\1|p' \
+               -e 's|^tests/\(unit/[^:/]*\): .*|\1|p' | sort -u)
+# Where a binary is: "unit/NAME" is a unit test, any other name a qtest.
+path_of() { if [[ $1 == unit/* ]]; then echo "tests/$1"; else echo "tests/qtest/$1"; fi; }
 is_known() { grep -qxF "$1" <<<"$known"; }
 
 P=0 F=0 S=0
@@ -48,7 +51,7 @@ missing() { # missing WHAT: a binary or prefix this build lacks
 bins=()
 for r in "${runs[@]}"; do
   b=$(binary "$r")
-  is_known "$b" && bins+=("tests/qtest/$b")
+  is_known "$b" && bins+=("$(path_of "$b")")
 done
 mapfile -t bins < <(printf '%s\n' "${bins[@]}" | sort -u | grep . || true)
 if [ "${QTESTS_BUILD:-yes}" != no ] && [ ${#bins[@]} -gt 0 ]; then
@@ -65,8 +68,8 @@ for r in "${runs[@]}"; do
   while [[ ${words[0]} == *=* ]]; do envs+=("${words[0]}"); words=("${words[@]:1}"); done
   bin=${words[0]} extra=("${words[@]:1}") rest="${envs[*]} ${extra[*]}"
   i=$((i + 1))
-  lg="$out/qtest-$i-$bin.log"
-  if ! is_known "$bin" || [ ! -x "$build/tests/qtest/$bin" ]; then
+  lg="$out/qtest-$i-${bin//\//-}.log" path=$(path_of "$bin")
+  if ! is_known "$bin" || [ ! -x "$build/$path" ]; then
     missing "$bin: no such qtest in $build"
     continue
   fi
@@ -80,7 +83,7 @@ for r in "${runs[@]}"; do
     rc=0
     listing=$(cd "$build" && env QTEST_QEMU_BINARY=./qemu-system-x86_64 \
       QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
-      "${envs[@]}" "tests/qtest/$bin" "${args[@]:2}" -l 2>"$lg") || rc=$?
+      "${envs[@]}" "$path" "${args[@]:2}" -l 2>"$lg") || rc=$?
     if [ $rc -ne 0 ]; then
       echo "FAIL $bin ${rest:-}: listing its tests failed (exit $rc): see $lg" >&2
       F=$((F + 1))
@@ -106,7 +109,7 @@ for r in "${runs[@]}"; do
     QTEST_QEMU_STORAGE_DAEMON_BINARY=./storage-daemon/qemu-storage-daemon \
     PYTHON="$build/pyvenv/bin/python3" \
     MALLOC_PERTURB_=$((RANDOM % 255 + 1)) \
-    env "${envs[@]}" timeout 900 "tests/qtest/$bin" "${args[@]}" ) >"$lg" 2>&1 || rc=$?
+    env "${envs[@]}" timeout 900 "$path" "${args[@]}" ) >"$lg" 2>&1 || rc=$?
   ok=$(grep -cE '^ok [0-9]+' "$lg" || true)
   sk=$(grep -cE '^ok [0-9]+.*# SKIP' "$lg" || true)
   bad=$(grep -cE '^not ok [0-9]+' "$lg" || true)
