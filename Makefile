@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 PY := /usr/bin/python3
 
-.PHONY: all deps base tree export build guest check check-bisect check-asan bench demo clean distclean
+.PHONY: all deps base tree export build guest check check-bisect check-asan bench soak demo clean distclean
 
 all: build
 
@@ -45,6 +45,10 @@ check-asan: deps guest
 
 bench: deps build guest
 	$(PY) bench/bench.py
+
+# 100 handovers with a stop/cont and a guest reboot every 10 (not in check)
+soak: deps build guest
+	$(PY) -m pytest -p no:cacheprovider -v -s tests/e2e/soak.py
 
 demo: deps build guest
 	$(PY) scripts/demo.py

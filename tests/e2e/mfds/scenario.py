@@ -510,15 +510,21 @@ def boot_source(h, sc, r):
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
     t["booted"] = time.monotonic()
-    # A roomy receive buffer for the echo: the guest takes up to a few
-    # hundred ms to get going on a new (TCG) QEMU, and the datagrams queued
-    # meanwhile reach its socket in one burst; with the default ~200 KiB a
-    # hundred or so of them were dropped there (UDP RcvbufErrors in the
-    # guest), a guest-side loss that says nothing about the host.  Same for
-    # every scenario.
-    src.agent.run("echo 4194304 >/proc/sys/net/core/rmem_default")
-    src.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
+    start_echo(src)
     return src
+
+
+def start_echo(vm):
+    """Start the guest's UDP echo for the stream, after each boot.
+
+    With a roomy receive buffer: the guest takes up to a few hundred ms to
+    get going on a new (TCG) QEMU, or after a `cont`, and the datagrams
+    queued meanwhile reach its socket in one burst; with the default ~200
+    KiB a hundred or so of them were dropped there (UDP RcvbufErrors in the
+    guest), a guest-side loss that says nothing about the host.  A reboot
+    resets it.  Same for every scenario."""
+    vm.agent.run("echo 4194304 >/proc/sys/net/core/rmem_default")
+    vm.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
 
 
 def run_failed_target(h, sc, how, after=1.5, io=False):
