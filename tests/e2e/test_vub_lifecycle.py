@@ -24,8 +24,8 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError
 
-from mfds.scenario import (VubHandover, boot_source, guest_writes, run_failed_target, start_writer,
-                           stop_writer, upgrade, wait_running)
+from mfds.scenario import (VubHandover, boot_source, guest_writes, pause_writer, resume_writer,
+                           run_failed_target, start_writer, stop_writer, upgrade, wait_running)
 from mfds.verify import assert_every_write_completed, io_summary
 from test_vub_handover import report_io, wait_writes
 
@@ -85,14 +85,10 @@ def quiesced(vm, resume=True):
     on one QEMU) as after one.  These steps are what a handover must
     survive, so they run with no request inside the daemon.  With no
     writer (one stopped before), there is none to pause."""
-    vm.agent.run("if pidof writer >/dev/null; then kill -STOP $(pidof writer); fi")
-    deadline = time.monotonic() + 20
-    while vm.agent.run("cat /sys/block/vda/inflight").split() != ["0", "0"]:
-        assert time.monotonic() < deadline, "the guest's writes did not drain"
-        time.sleep(0.05)
+    pause_writer(vm)
     yield
     if resume:
-        vm.agent.run("kill -CONT $(pidof writer)")
+        resume_writer(vm)
 
 
 def boot_writing(h, sc):

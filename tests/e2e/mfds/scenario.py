@@ -48,6 +48,9 @@ class Scenario:
     # What management does on the host once the migration has completed
     # (for reports).
     host_switch = "host side switched"
+    # Pause the guest's writer, with nothing left in flight, across each
+    # upgrade (see upgrade()).
+    quiesce_disk = False
 
     def __init__(self, multi_queue=False, cpr=False, iops_limit=None, queues=None):
         """queues: tap queues (default 2 with multi_queue, else 1)."""
@@ -186,10 +189,16 @@ class TapHandover(Baseline):
     nothing is switched on the host.  The target's -netdev names no
     interface: it can only get one by the handover (a missing handover is a
     load error, not a silently opened second tap).  The disk is as in the
-    baseline (a second vhost-user-blk export), so the I/O figures compare.
+    baseline (a second vhost-user-blk export), quiesced at each switchover
+    (quiesce_disk).
     """
     host_switch = "nothing switched on the host (same tap)"
     params = {"migrate-fds": True}
+    # The disk takes today's path, whose known defect of QEMU 10.2.2 (see
+    # verify.known_second_export_defect) strikes when requests are inside
+    # the daemon as the source stops: the network is what these scenarios
+    # test, and their disk must still complete every write.
+    quiesce_disk = True
     hops = 0  # upgrades started so far (pre_migrate counts them)
 
     @property
@@ -235,6 +244,8 @@ class VubHandover(TapHandover):
     are inside it at the switchover: the case in which today's path (a
     second export) loses completions."""
     host_switch = "nothing switched on the host (same tap, same vhost-user connection)"
+    # Requests in flight at the switchover are what this scenario tests.
+    quiesce_disk = False
 
     def __init__(self, iops_limit=THROTTLED_IOPS, **kwargs):
         super().__init__(iops_limit=iops_limit, **kwargs)
@@ -473,6 +484,8 @@ def upgrade(h, sc, src, r, role="dst"):
     starts, and each wait consumes the event it matched."""
     t = r["t"]
     src.mon.discard_events()
+    if sc.quiesce_disk:
+        pause_writer(src)
     sc.pre_migrate(h)
     dst, t["migrate"] = sc.migrate(h, src, role=role)
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
@@ -493,12 +506,29 @@ def upgrade(h, sc, src, r, role="dst"):
         # A cpr-transfer target may resume before its monitor is up (the
         # RESUME event then went nowhere): the time it was first seen running.
         t["target_running"] = wait_running(dst)
+    if sc.quiesce_disk:
+        resume_writer(dst)
     r["migration"] = src.mon.cmd("query-migrate")
     r["downtime_ms"] = r["migration"].get("downtime")
     r["target_status"] = dst.mon.cmd("query-status")["status"]
     r["source_exit"] = src.quit()
     t["source_gone"] = time.monotonic()
     return dst
+
+
+def pause_writer(vm, timeout=20):
+    """Pause the guest's writer, if it runs (SIGSTOP), and wait until
+    nothing is in flight on its disk (/sys/block/vda/inflight)."""
+    vm.agent.run("if pidof writer >/dev/null; then kill -STOP $(pidof writer); fi")
+    deadline = time.monotonic() + timeout
+    while vm.agent.run("cat /sys/block/vda/inflight").split() != ["0", "0"]:
+        assert time.monotonic() < deadline, "the guest's writes did not drain"
+        time.sleep(0.05)
+
+
+def resume_writer(vm):
+    """Let the guest's writer paused by pause_writer() go on."""
+    vm.agent.run("if pidof writer >/dev/null; then kill -CONT $(pidof writer); fi")
 
 
 def boot_source(h, sc, r):
