@@ -12,7 +12,11 @@ the migration:
                                tap it created)
     pre_migrate(h)             before the target starts (new tap, new export)
     migrate(h, src)            start the target, migrate; returns the target
+    target_started(h, dst)     once the target's monitor is up, before it
+                               loads anything (e.g. see what it opened)
     post_migrate(h)            once the migration has completed (switch host)
+    check(r)                   assert on run()'s figures that the run did
+                               what the scenario is about
 The migrate-fds scenarios (same tap, same vhost-user connection handed over)
 subclass Scenario and change these.
 """
@@ -23,7 +27,7 @@ import statistics
 import time
 
 from . import harness as hn
-from .verify import check_image
+from .verify import check_image, tap_info
 
 WRITER_LOG = "/tmp/writer.log"
 WRITER_OUT = "/tmp/writer.out"
@@ -113,6 +117,7 @@ class Scenario:
                         incoming=["defer"], extra=extra,
                         nic_queues=self.queues if target_net else None,
                         **self.target_disk_opts(h))
+            self.target_started(h, dst)
             for vm in (src, dst):
                 vm.set_migration(self.caps, self.params)
             dst.mon.cmd("migrate-incoming", uri=mig)
@@ -142,6 +147,7 @@ class Scenario:
         t = time.monotonic()
         src.mon.cmd("migrate", channels=main + [{"channel-type": "cpr", "addr": cpr}])
         dst.connect()
+        self.target_started(h, dst)
         dst.set_migration(caps, self.params)
         dst.mon.cmd("migrate-incoming", channels=main)
         return dst, t
@@ -150,7 +156,13 @@ class Scenario:
         """Extra -machine options for both sides."""
         return ",aux-ram-share=on" if self.cpr else ""
 
+    def target_started(self, h, dst):
+        pass
+
     def post_migrate(self, h):
+        pass
+
+    def check(self, r):
         pass
 
 
@@ -178,6 +190,34 @@ class Baseline(Scenario):
     def post_migrate(self, h):
         h.ns.batch(["link del tap0",
                     f"addr add {hn.HOST_IP}/{hn.PREFIXLEN} dev tap1"])
+
+
+class TapFallbackOpen(Baseline):
+    """The baseline with migrate-fds=on on the target's tap and the
+    migration without the migrate-fds parameter: no fds come, so the tap,
+    which opened nothing at start, opens tap1 as its options say once the
+    NIC's state is loaded, inside the downtime (the fallback open).  The
+    rest is the baseline's: its downtime against the baseline's is the
+    open's cost."""
+    name = "tap-fallback-open"
+
+    def target_net(self, h):
+        return super().target_net(h) + ",migrate-fds=on"
+
+    def target_started(self, h, dst):
+        # Before the load: the tap must still be waiting, holding nothing.
+        self.waiting = (tap_info(dst.hmp("info network")), hn.tap_fds(dst.pid()))
+
+    def check(self, r):
+        info, fds = self.waiting
+        assert info == ["migrate-fds=on, waiting for the incoming migration"] * self.queues, info
+        assert fds == [], f"the target held {fds} before the load"
+        # After: it opened tap1 itself, nothing handed over; the host was
+        # switched to tap1 as in the baseline.
+        assert r["target_tap_fds"] == ["tap1"] * self.queues, r["target_tap_fds"]
+        assert tap_info(r["target_network"]) == \
+            ["ifname=tap1,script=no,downscript=no"] * self.queues, r["target_network"]
+        assert list(r["links_after"]) == ["tap1"], r["links_after"]
 
 
 class TapHandover(Baseline):
@@ -306,6 +346,8 @@ SCENARIOS = {
     "baseline": Baseline,
     "baseline-cpr": lambda: Baseline(cpr=True),
     "tap-migrate-fds": TapHandover,
+    # The baseline with the tap opened inside the downtime.
+    "tap-fallback-open": TapFallbackOpen,
     # The disk's figures of the vhost-user-blk handover compare with the
     # baseline's on the same (throttled) daemon.
     "baseline-throttled": lambda: Baseline(iops_limit=THROTTLED_IOPS),
@@ -410,6 +452,7 @@ def run(h, sc, settle=1.0, after=2.0):
     r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
     r["vhost_user_connections"] = h.qsd.connections()
     r["backend_panics"] = h.qsd.panics()
+    sc.check(r)
     return r
 
 
