@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Configure (once) and build work/qemu into $BUILD (work/qemu/build): a trimmed
 # x86_64 system emulator with KVM and TCG, slirp, vhost-user/-kernel/-net,
-# and the tools (qemu-img, qemu-storage-daemon with the vhost-user-blk
+# eBPF (virtio-net's RSS program, which the tap handover must keep), and
+# the tools (qemu-img, qemu-storage-daemon with the vhost-user-blk
 # export).  Then give the build tree what the Debian tarball leaves out:
 # firmware (from Debian's seabios and ipxe-qemu) and the x86 option ROMs
 # (built from pc-bios/optionrom).  Incremental when run again.
@@ -24,6 +25,7 @@ CONFIGURE_ARGS=(
   --enable-tools
   --enable-vhost-user-blk-server
   --enable-linux-aio --enable-cap-ng
+  --enable-bpf
   ${EXTRA_CONFIGURE_ARGS:-}
 )
 # Debian's +ds tarball drops the prebuilt edk2 images that meson unpacks
