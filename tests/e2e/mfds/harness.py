@@ -6,6 +6,7 @@ failing test still leaves no namespace, process, socket or /dev/shm file.
 """
 import contextlib
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -17,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import termios
 import threading
 import time
 from pathlib import Path
@@ -250,6 +252,39 @@ def tap_fds(pid):
         if m:
             names.append(m.group(1))
     return sorted(names)
+
+
+def fd_kinds(pid):
+    """What process pid's fds are, sorted: "listen PATH" for a listening
+    unix socket, "unix PATH" for another unix socket (PATH: its own bound
+    name, if any), "socket" for other sockets, the tap's "tun IFNAME", else
+    the link target without inode numbers (e.g. "anon_inode:[eventfd]")."""
+    unix = {}
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/net/unix").read_text().splitlines()[1:]:
+            f = line.split()
+            listening = int(f[3], 16) & 0x10000
+            unix[f[6]] = ("listen " if listening else "unix ") + (f[7] if len(f) > 7 else "")
+    tun = {}
+    for fd in Path(f"/proc/{pid}/fdinfo").iterdir():
+        with contextlib.suppress(OSError):
+            m = re.search(r"^iff:\s*(\S+)", fd.read_text(), re.M)
+            if m:
+                tun[fd.name] = f"tun {m.group(1)}"
+    kinds = []
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        m = re.fullmatch(r"socket:\[(\d+)\]", target)
+        if fd.name in tun:
+            kinds.append(tun[fd.name])
+        elif m:
+            kinds.append(unix.get(m.group(1), "socket").strip())
+        else:
+            kinds.append(re.sub(r":\[\d+\]$", "", target))
+    return sorted(kinds)
 
 
 def proc_usage(pid):
@@ -627,6 +662,160 @@ class Stream:
         sent = data["sent"]
         recv = {int(k): v for k, v in data["recv"].items()}
         return {"sent_t": sent, "recv": recv, "send_errors": data["send_errors"]}
+
+
+class Proxy:
+    """A relay between the source's `migrate` (to uri) and the target's
+    listening socket (target), which forwards the stream with its fds: each
+    chunk goes on with the SCM_RIGHTS it came with, so every fd keeps its
+    place in the stream.  It stands for the migration socket where a test
+    must close that socket from outside (cut()) or hold the stream at a
+    point of the handover, which no signal reaches deterministically.
+    hold: None relays everything; "sent" holds everything from the first
+    chunk that carries fds (the source has sent its fds, the target has
+    none of them); "load" relays, once the source has sent everything,
+    up to and including the last chunk that carries fds (the target has
+    every fd, its load waits for the rest).  held is set once the stream
+    waits at that point; release() lets the rest go on."""
+
+    def __init__(self, h, target, hold=None):
+        assert hold in (None, "sent", "load"), hold
+        self.path = h.sock("proxy")
+        self.uri = f"unix:{self.path}"
+        self.target = str(target)
+        self.hold = hold
+        self.chunks = []          # (data, fds) held back
+        self.fds_sent = 0         # fds the source sent
+        self.fds_forwarded = 0    # fds passed on to the target
+        self.held = threading.Event()
+        self.error = None
+        self._lock = threading.Lock()
+        self._holding = False
+        self._eof = False
+        self._stop = threading.Event()
+        self.src = self.dst = None
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(self.path))
+        self.listener.listen(1)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        h.stack.callback(self.close)
+
+    def _send(self, data, fds):
+        if fds:
+            n = socket.send_fds(self.dst, [data], fds)
+            self.dst.sendall(data[n:])
+            self.fds_forwarded += len(fds)
+            for fd in fds:
+                os.close(fd)
+        else:
+            self.dst.sendall(data)
+
+    def _forward_held(self, upto):
+        """Forward the first upto held chunks."""
+        for data, fds in self.chunks[:upto]:
+            self._send(data, fds)
+        del self.chunks[:upto]
+
+    def _source_eof(self):
+        self._eof = True
+        if self.hold == "load":
+            last = max((i for i, (_, fds) in enumerate(self.chunks) if fds), default=-1)
+            self._forward_held(last + 1)
+        if self._holding:
+            self.held.set()
+        else:
+            self.dst.shutdown(socket.SHUT_WR)
+
+    def _run(self):
+        try:
+            self.listener.settimeout(0.1)
+            while not self._stop.is_set():
+                try:
+                    self.src, _ = self.listener.accept()
+                    break
+                except socket.timeout:
+                    continue
+            else:
+                return
+            self.dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.dst.connect(self.target)
+            while not self._stop.is_set():
+                socks = [self.dst] if self._eof else [self.src, self.dst]
+                r, _, _ = select.select(socks, [], [], 0.1)
+                with self._lock:
+                    if self._stop.is_set():
+                        break
+                    if self.src in r:
+                        data, fds, flags, _ = socket.recv_fds(self.src, 65536, 64)
+                        if flags & socket.MSG_CTRUNC:
+                            raise RuntimeError("the proxy could not take the fds sent")
+                        self.fds_sent += len(fds)
+                        if not data:
+                            self._source_eof()
+                        elif self._holding or (self.hold and fds):
+                            self._holding = True
+                            self.chunks.append((data, fds))
+                        else:
+                            self._send(data, fds)
+                    if self.dst in r:
+                        data = self.dst.recv(65536)
+                        if not data:
+                            # The target went: so does the socket, for the source.
+                            self._close_sockets()
+                            return
+                        self.src.sendall(data)
+        except (OSError, ValueError) as e:
+            if not self._stop.is_set():
+                self.error = e
+
+    def wait_held(self, timeout=30):
+        """Wait until the stream is held, and the target has read all that
+        was passed on (the fds in it are the target's now)."""
+        if not self.held.wait(timeout):
+            raise TimeoutError(f"the stream did not reach the hold point ({self.hold}): "
+                               f"{self.fds_sent} fds sent, error {self.error!r}")
+        deadline = time.monotonic() + timeout
+        buf = bytearray(4)
+        while True:
+            # What the target has not read yet (SIOCOUTQ: a unix socket's
+            # unread bytes count against its sender).
+            fcntl.ioctl(self.dst.fileno(), termios.TIOCOUTQ, buf)
+            if int.from_bytes(buf, "little") == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError("the target does not read the stream")
+            time.sleep(0.01)
+
+    def release(self):
+        """Let the held stream go on to the target, to its end."""
+        with self._lock:
+            self._holding = False
+            self._forward_held(len(self.chunks))
+            if self._eof:
+                self.dst.shutdown(socket.SHUT_WR)
+
+    def _close_sockets(self):
+        for s in (self.src, self.dst):
+            if s:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+        for _, fds in self.chunks:
+            for fd in fds:
+                os.close(fd)
+        self.chunks = []
+
+    def cut(self):
+        """Close the migration socket, for both ends, and drop what is held."""
+        with self._lock:
+            self._stop.set()
+            self._close_sockets()
+        self._thread.join(5)
+
+    def close(self):
+        self.cut()
+        self.listener.close()
 
 
 class Harness:

@@ -22,6 +22,7 @@ subclass Scenario and change these.
 """
 import json
 import re
+import resource
 import signal
 import statistics
 import time
@@ -48,6 +49,8 @@ class Scenario:
     params = {}
     # The source tap's downscript (a path, or "no").
     downscript = "no"
+    # More options for the source QEMU only (e.g. a device the target lacks).
+    source_extra = ()
 
     # What management does on the host once the migration has completed
     # (for reports).
@@ -102,7 +105,8 @@ class Scenario:
     def pre_migrate(self, h):
         pass
 
-    def migrate(self, h, src, extra=(), target_net=None, role="dst"):
+    def migrate(self, h, src, extra=(), target_net=None, role="dst", uri=None,
+                incoming_args=None):
         """Start the target and the migration; return the target Vm and the
         host time of the migrate command.  Guest RAM stays in the shared
         file: x-ignore-shared, or the cpr-transfer mode (which also passes
@@ -110,7 +114,10 @@ class Scenario:
         source has sent it).  extra, target_net: a different target (extra
         QEMU options, another -netdev on the source's virtio-net device) for
         the failure tests.  role: the target's name (its logs and agent
-        socket), a new one per upgrade when a VM is upgraded repeatedly."""
+        socket), a new one per upgrade when a VM is upgraded repeatedly.
+        uri: where the source migrates to instead of the target's socket
+        (a Proxy's); incoming_args: more migrate-incoming arguments (e.g.
+        exit-on-error).  Neither under cpr-transfer."""
         mig = f"unix:{h.sock('migrate')}"
         if not self.cpr:
             dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
@@ -120,10 +127,11 @@ class Scenario:
             self.target_started(h, dst)
             for vm in (src, dst):
                 vm.set_migration(self.caps, self.params)
-            dst.mon.cmd("migrate-incoming", uri=mig)
+            dst.mon.cmd("migrate-incoming", uri=mig, **(incoming_args or {}))
             t = time.monotonic()
-            src.mon.cmd("migrate", uri=mig)
+            src.mon.cmd("migrate", uri=uri or mig)
             return dst, t
+        assert uri is None and incoming_args is None, "not under cpr-transfer"
         # cpr-transfer: the target reads the cpr channel before it creates its
         # devices and opens its monitor, so it waits with -incoming defer for
         # its own parameters (migrate-fds) before it listens on the main
@@ -578,7 +586,7 @@ def boot_source(h, sc, r):
     """Start the source QEMU, boot the guest, start its UDP echo."""
     t = r["t"]
     src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine(),
-                **sc.source_disk_opts(h))
+                extra=sc.source_extra, **sc.source_disk_opts(h))
     sc.source_started(h, src)
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
@@ -600,8 +608,315 @@ def start_echo(vm):
     vm.agent.run(f"udpecho {hn.ECHO_PORT} >/dev/null 2>&1 &")
 
 
+# Where a fault strikes in a handover (run_fault()), in order:
+#   before-send  the source stopped the VM and waits before it sends any
+#                device state (pause-before-switchover): no fd sent yet
+#   sent         the source sent everything, fds included, and completed;
+#                the stream is held (Proxy) before the first fd reaches
+#                the target
+#   load         the target took every fd, its load waits for the rest of
+#                the stream (Proxy); or the load fails on its own (below)
+#   loaded       the target (-S) loaded the state and took the fds, and
+#                does not run the guest
+#   running      right after `cont` on that target
+POINTS = ("before-send", "sent", "load", "loaded", "running")
+# What strikes: a SIGKILL of either QEMU, `migrate_cancel` on the source,
+# the migration socket closed from outside (Proxy.cut()), and at "load"
+# only, a load that fails by itself: load-fails (a device the target
+# lacks, whose state comes after the NIC's and the disk's: the target
+# took the tap and the session first), nic-rejects (the target's tap has
+# half the queues: virtio-net rejects the stream), out-of-fds (the
+# target's RLIMIT_NOFILE leaves room for one fd of those handed over: the
+# kernel drops the rest, MSG_CTRUNC).
+FAULTS = ("target-kill", "source-kill", "cancel", "socket-closed", "load-fails",
+          "nic-rejects", "out-of-fds")
+# The device of load-fails, on the source only (it has migration state,
+# and the guest has no use for it).
+LOAD_FAILS_DEVICE = ("-device", "i6300esb")
+
+
+def _migration_event(vm, *states, timeout=60):
+    return vm.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                             e["data"]["status"] in states, timeout=timeout)
+
+
+def _status(vm):
+    """vm's run state, or None once its process is gone."""
+    if not vm.proc.alive():
+        return None
+    try:
+        return vm.mon.cmd("query-status")["status"]
+    except Exception:
+        if vm.proc.wait(5) is not None:
+            return None
+        raise
+
+
+def _target_fate(dst, timeout=30):
+    """Wait until the target's incoming migration is decided: "dead" (its
+    process is gone), "failed" (its load failed, it lives on:
+    exit-on-error off) or "loaded"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not dst.proc.alive():
+            return "dead"
+        try:
+            status = dst.mon.cmd("query-migrate").get("status")
+        except Exception:
+            if dst.proc.wait(5) is not None:
+                return "dead"
+            raise
+        if status in ("completed", "failed"):
+            return "loaded" if status == "completed" else "failed"
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the target's incoming migration is still {status}")
+        time.sleep(0.02)
+
+
+def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True):
+    """A handover under scenario sc that a fault strikes at point (POINTS,
+    FAULTS above), with the 1 kHz stream (and with io, the guest's
+    writer) running throughout; then management does what it must: the
+    target goes on if it loaded the state and lives (`cont` if it was
+    started with -S), else the source does (`cont` if it is not running),
+    unless the guest ran on the target, which then may not run on the
+    source any more (a guest that ran on both sides is corrupt): no QEMU
+    runs it, the "none" outcome.
+
+    keep_failed_target: a target whose load fails stays (exit-on-error
+    off), so that what it still holds can be seen before it is told to
+    quit; else it exits as by default.
+
+    Returns r: outcome ("source", "target" or "none"), running (the roles
+    that run the guest once it is decided), migration_status (the
+    source's), target_fate, what each side held (tap fds and fd counts,
+    before the attempt, at the point, after), what the survivor's guest
+    did afterwards (the stream's figures, replies_after_recovery,
+    late_losses: datagrams sent after its first reply that got none;
+    with io, stop_writer's figures, writes_at_recovery, writes_after and
+    vhost_user_connections) and each process's exit status (survivor_exit, source_exit,
+    target_exit: 0 for a clean quit, see Vm.quit; -9 for a SIGKILL)."""
+    assert point in POINTS and fault in FAULTS, (point, fault)
+    own = fault in ("load-fails", "nic-rejects", "out-of-fds")
+    assert point == "load" or not own, f"{fault} strikes at load"
+    r = {"scenario": f"{sc.name}-{point}-{fault}", "point": point, "fault": fault, "t": {}}
+    t = r["t"]
+    if fault == "load-fails":
+        sc.source_extra = LOAD_FAILS_DEVICE
+    sc.setup(h)
+    src = boot_source(h, sc, r)
+    if io:
+        start_writer(src)
+    stream = hn.Stream(h)
+    stream.wait_ready()
+    time.sleep(0.5)
+    if io and sc.quiesce_disk:
+        pause_writer(src)
+    r["links_before"] = h.ns.links()
+    r["source_tap_fds_before"] = hn.tap_fds(src.pid())
+    r["source_fds_before"] = hn.proc_usage(src.pid())["fds"]
+    r["tap_txqlen"] = next(l["txqlen"] for l in json.loads(h.ns.ip("-j", "link", "show"))
+                           if l["ifname"] == "tap0")
+    t["attempt"] = time.monotonic()
+    sc.pre_migrate(h)
+
+    proxy = None
+    if fault == "socket-closed" or (point in ("sent", "load") and not own):
+        proxy = hn.Proxy(h, h.sock("migrate"), hold=None if point == "before-send" else point)
+    # out-of-fds: the target's limit is set where the source waits, its
+    # migration connection open, before any fd comes.
+    pause = point == "before-send" or fault == "out-of-fds"
+    if pause:
+        src.set_migration({"pause-before-switchover": True}, {})
+    started = sc.target_started
+
+    def target_started(h, dst):
+        r["target_fds_at_start"] = hn.proc_usage(dst.pid())["fds"]
+        r["target_fd_kinds_at_start"] = hn.fd_kinds(dst.pid())
+        started(h, dst)
+
+    sc.target_started = target_started
+    try:
+        dst, t["migrate"] = sc.migrate(
+            h, src, extra=["-S"] if point in ("loaded", "running") else [],
+            target_net=sc.target_net(h, sc.queues // 2) if fault == "nic-rejects" else None,
+            uri=proxy.uri if proxy else None,
+            incoming_args={"exit-on-error": False} if keep_failed_target else None)
+    finally:
+        del sc.target_started
+
+    def kill(vm):
+        vm.proc.stop(signal.SIGKILL)
+
+    if pause:
+        ev = _migration_event(src, "pre-switchover", "failed")
+        assert ev["data"]["status"] == "pre-switchover", src.mon.cmd("query-migrate")
+        t["source_stopped"] = hn.event_time(src.mon.wait_event(lambda e: e["event"] == "STOP",
+                                                              timeout=5))
+        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
+        if fault == "target-kill":
+            kill(dst)
+        elif fault == "source-kill":
+            kill(src)
+        elif fault == "cancel":
+            src.mon.cmd("migrate_cancel")
+        elif fault == "socket-closed":
+            proxy.cut()
+        elif fault == "out-of-fds":
+            n = hn.proc_usage(dst.pid())["fds"]
+            _, hard = resource.prlimit(dst.pid(), resource.RLIMIT_NOFILE)
+            resource.prlimit(dst.pid(), resource.RLIMIT_NOFILE, (n + 1, hard))
+            r["target_fd_limit"] = n + 1
+        if fault not in ("cancel", "source-kill"):
+            src.mon.cmd("migrate-continue", state="pre-switchover")
+    if src.proc.alive():
+        done = _migration_event(src, "completed", "failed", "cancelled")
+        r["migration_status"] = done["data"]["status"]
+        t["ended"] = hn.event_time(done)
+    if "source_stopped" not in t and src.proc.alive():
+        t["source_stopped"] = hn.event_time(src.mon.wait_event(lambda e: e["event"] == "STOP",
+                                                              timeout=5))
+    if proxy and proxy.hold:
+        proxy.wait_held()
+        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
+        r["fds_in_stream"] = proxy.fds_sent
+        r["fds_forwarded_at_point"] = proxy.fds_forwarded
+        if fault in ("target-kill", "source-kill"):
+            kill(dst if fault == "target-kill" else src)
+        elif fault == "cancel":
+            r["cancel_reply"] = src.mon.cmd("migrate_cancel")
+        if fault in ("target-kill", "socket-closed"):
+            proxy.cut()
+        else:
+            proxy.release()
+    elif point in ("loaded", "running"):
+        fate = _target_fate(dst)
+        assert fate == "loaded", f"the -S target: {fate}"
+        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
+        if point == "running":
+            dst.mon.cmd("cont")
+            dst.mon.wait_event(lambda e: e["event"] == "RESUME")
+        if fault in ("target-kill", "source-kill"):
+            kill(dst if fault == "target-kill" else src)
+        elif fault == "cancel":
+            r["cancel_reply"] = src.mon.cmd("migrate_cancel")
+        else:
+            raise ValueError(f"{fault} at {point}")
+    # Compatibility: the target's tap fds when the fault struck.
+    r["target_tap_fds"] = r.get("target_tap_fds_at_point")
+
+    # Management decides from what the target did.
+    r["target_fate"] = fate = _target_fate(dst)
+    if fate == "failed":
+        r["target_error"] = dst.mon.cmd("query-migrate").get("error-desc")
+
+    def kept_by_failed_target():
+        """What a failed load left the target holding, once it has let go
+        of the migration connection (its cleanup follows the failure; up
+        to 2 s for it)."""
+        deadline = time.monotonic() + 2
+        while True:
+            r["failed_target_tap_fds"] = hn.tap_fds(dst.pid())
+            r["failed_target_fds"] = hn.proc_usage(dst.pid())["fds"]
+            if (not r["failed_target_tap_fds"] and
+                    r["failed_target_fds"] <= r["target_fds_at_start"]) or \
+                    time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        r["failed_target_status"] = _status(dst)
+        # What it holds that it did not when it started.
+        kept = list(hn.fd_kinds(dst.pid()))
+        for k in r["target_fd_kinds_at_start"]:
+            if k in kept:
+                kept.remove(k)
+        r["failed_target_kept"] = kept
+
+    def finish(vm):
+        """Quit a QEMU that does not run the guest (or reap a dead one)."""
+        code = vm.quit() if vm.proc.alive() else vm.proc.wait(30)
+        vm.close()
+        return code
+
+    if fate == "loaded" and _status(dst) is not None:
+        vm, r["outcome"] = dst, "target"
+        if _status(dst) != "running":
+            dst.mon.cmd("cont")
+    elif point == "running" or _status(src) is None:
+        vm, r["outcome"] = None, "none"
+        # The source must not resume on its own: give it the time to.
+        time.sleep(1.0)
+    else:
+        vm, r["outcome"] = src, "source"
+        # A target that is still there once its load failed can never run
+        # the guest: the source goes on at once (the outage stays short),
+        # the failed target quits after (beside the running source); any
+        # other is gone first, as management makes sure.
+        if fate != "failed":
+            r["target_exit"] = finish(dst)
+        status = _status(src)
+        r["source_status_after_failure"] = status
+        r["cont_needed"] = status != "running"
+        if r["cont_needed"]:
+            src.mon.cmd("cont")
+        if fate == "failed":
+            kept_by_failed_target()
+            r["target_exit"] = finish(dst)
+    if vm is not None:
+        t["survivor_running"] = wait_running(vm)
+    r["statuses"] = {"src": _status(src), "dst": _status(dst)}
+    r["running"] = sorted(k for k, v in r["statuses"].items() if v == "running")
+    if vm is not src:
+        r["source_exit"] = finish(src)
+    if vm is not dst and "target_exit" not in r:
+        r["target_exit"] = finish(dst)
+    r["target_log"] = (h.dir / "qemu-dst.log").read_text(errors="replace")
+    if vm is src:
+        t["source_running"] = t["survivor_running"]
+    if vm is not None and io:
+        if sc.quiesce_disk:
+            resume_writer(vm)
+        r["writes_at_recovery"] = guest_writes(vm)
+    time.sleep(after)
+    r.update(stream_figures(stream.stop()))
+    r["links_after"] = h.ns.links()
+    if io:
+        r["vhost_user_connections"] = h.qsd.connections()
+    if vm is None:
+        r["survivor_exit"] = None
+        return r
+    after_t = [tr for _, _, tr in r["arrivals"] if tr is not None and tr > t["survivor_running"]]
+    r["replies_after_recovery"] = len(after_t)
+    first = min(after_t, default=None)
+    r["late_losses"] = [seq for seq, ts, tr in r["arrivals"]
+                        if tr is None and (first is None or ts > first)]
+    r["early_losses"] = [seq for seq, ts, tr in r["arrivals"] if tr is None and ts < t["attempt"]]
+    # While no QEMU reads the tap, its queue (txqlen packets, at 1 kHz as
+    # many ms) holds the stream; only once it is full may datagrams go.
+    # Lost earlier in the outage: something read them and lost them.
+    if "source_stopped" in t:
+        full = t["source_stopped"] + 0.9 * r["tap_txqlen"] / 1000
+        r["outage_losses_before_full"] = [seq for seq, ts, tr in r["arrivals"]
+                                          if tr is None and t["attempt"] <= ts < full]
+    r["survivor_tap_fds"] = hn.tap_fds(vm.pid())
+    r["survivor_network"] = vm.hmp("info network")
+    if vm is src:
+        r["source_tap_fds_after"] = r["survivor_tap_fds"]
+        r["source_network"] = r["survivor_network"]
+    if io:
+        r["writes_after"] = guest_writes(vm)
+        stop_writer(h, vm, r)
+        r["vhost_user_connections"] = h.qsd.connections()
+    r["guest_alive_after"] = vm.agent.run("echo alive").strip() == "alive"
+    r["survivor_fds"] = hn.proc_usage(vm.pid())["fds"]
+    r["survivor_exit"] = vm.quit()
+    if vm is src:
+        r["source_exit"] = r["survivor_exit"]
+    return r
+
+
 def run_failed_target(h, sc, how, after=1.5, io=False):
-    """A handover whose target does not take over, under the 1 kHz stream.
+    """A handover whose target does not take over, under the 1 kHz stream
+    (run_fault() with the target exiting as by default).
     how="load-fails": the target's tap has half the source's queues (on the
     same virtio-net device), so it rejects the fds and its load fails;
     how="killed": the target, started with -S so that it loads the state and
@@ -614,63 +929,16 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
     writes_after (the guest's completed writes when the source ran again
     and `after` seconds later) and vhost_user_connections.  source_exit:
     the source's exit status when it quits at the end (see Vm.quit)."""
-    r = {"scenario": f"{sc.name}-{how}", "t": {}}
-    t = r["t"]
-    sc.setup(h)
-    src = boot_source(h, sc, r)
-    if io:
-        start_writer(src)
-    stream = hn.Stream(h)
-    stream.wait_ready()
-    time.sleep(0.5)
-    r["links_before"] = h.ns.links()
-    r["source_tap_fds_before"] = hn.tap_fds(src.pid())
-    sc.pre_migrate(h)
     if how == "load-fails":
         assert sc.queues > 1, "load-fails needs a multiqueue source"
-        dst, t["migrate"] = sc.migrate(h, src, target_net=sc.target_net(h, sc.queues // 2))
+        point, fault = "load", "nic-rejects"
     elif how == "killed":
-        dst, t["migrate"] = sc.migrate(h, src, extra=["-S"])
+        point, fault = "loaded", "target-kill"
     else:
         raise ValueError(how)
-    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
-                              e["data"]["status"] in ("completed", "failed", "cancelled"))
-    r["migration_status"] = done["data"]["status"]
-    t["ended"] = hn.event_time(done)
-    if how == "killed":
-        # The paused target holds the handed-over fds now: kill it.
-        deadline = time.monotonic() + 30
-        while dst.mon.cmd("query-migrate").get("status") != "completed":
-            if time.monotonic() > deadline:
-                raise TimeoutError("target did not complete the incoming migration")
-            time.sleep(0.01)
-        r["target_tap_fds"] = hn.tap_fds(dst.pid())
-        dst.proc.stop(signal.SIGKILL)
-    r["target_exit"] = dst.proc.wait(30)
-    dst.close()
-    r["target_log"] = (h.dir / "qemu-dst.log").read_text(errors="replace")
-    t["target_gone"] = time.monotonic()
-    status = src.mon.cmd("query-status")["status"]
-    r["source_status_after_failure"] = status
-    r["cont_needed"] = status != "running"
-    if r["cont_needed"]:
-        src.mon.cmd("cont")
-    t["source_running"] = wait_running(src)
-    if io:
-        r["writes_at_recovery"] = guest_writes(src)
-    time.sleep(after)
-    r.update(stream_figures(stream.stop()))
-    r["replies_after_recovery"] = sum(1 for _, _, tr in r["arrivals"]
-                                      if tr is not None and tr > t["source_running"])
-    r["links_after"] = h.ns.links()
-    r["source_tap_fds_after"] = hn.tap_fds(src.pid())
-    r["source_network"] = src.hmp("info network")
-    if io:
-        r["writes_after"] = guest_writes(src)
-        stop_writer(h, src, r)
-        r["vhost_user_connections"] = h.qsd.connections()
-    r["guest_alive_after"] = src.agent.run("echo alive").strip() == "alive"
-    r["source_exit"] = src.quit()
+    r = run_fault(h, sc, point, fault, after=after, io=io, keep_failed_target=False)
+    assert r["outcome"] == "source", r["outcome"]
+    r["scenario"] = f"{sc.name}-{how}"
     return r
 
 
