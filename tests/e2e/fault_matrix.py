@@ -89,9 +89,9 @@ survivor's fd count equal to the source's before the attempt, clean exits.
 only be datagrams sent during the outage (asserted), which the tap's queue holds
 (1000 packets) until a QEMU reads it again. *failed target holds*: a target whose
 load failed, kept alive (`exit-on-error: false`) to see what it holds: its fds (count
-at its start) and what it did not hold then. It must hold no tap fd, and the tap
-scenario's nothing more; a vhost-user-blk target keeps the session's sockets and
-eventfds it took until it quits (a limit documented in migrate-fds.rst). *exit*: 0 a clean quit, -9 SIGKILLed, empty: it ran on."""
+at its start) and what it did not hold then. It must hold no tap fd and nothing
+else it did not hold then: none of the vhost-user-blk session's sockets and eventfds
+either. *exit*: 0 a clean quit, -9 SIGKILLed, empty: it ran on."""
 
 
 def short(text, n=70):
