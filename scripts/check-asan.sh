@@ -16,7 +16,7 @@ mkdir -p "$out"
 
 log "build with ASan and UBSan into $ASAN_BUILD"
 WORK=$out QEMU_TREE=$QEMU_TREE BUILD=$ASAN_BUILD EXTRA_CONFIGURE_ARGS="--enable-asan --enable-ubsan" \
-  NINJA_TARGETS="qemu-system-x86_64 storage-daemon/qemu-storage-daemon qemu-img" \
+  NINJA_TARGETS="qemu-system-x86_64 storage-daemon/qemu-storage-daemon qemu-img contrib/vhost-user-blk/vhost-user-blk" \
   "$ROOT/scripts/build.sh"
 
 # Leaks at exit are not what this looks for (QEMU frees little at exit);
