@@ -22,6 +22,8 @@ import os
 import statistics
 import time
 
+import pytest
+
 from mfds import harness as hn
 from mfds.scenario import VubHandover, boot_source, start_echo, start_writer, stream_figures
 from test_vub_lifecycle import disk_works, finish, hand_over, qmp, quiesced, reboot, wait_running
@@ -54,6 +56,9 @@ def lost_ranges(s, events):
     return out
 
 
+# Its own per-test timeout (conftest.py: MFDS_TEST_TIMEOUT is for one
+# ordinary test): generous per hop, times MFDS_TIMEOUT_SCALE.
+@pytest.mark.timeout_s(600 + 30 * HOPS)
 def test_soak(h):
     sc = VubHandover()
     sc.setup(h)

@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 
 from mfds.backends import LateCompletionBlk
+from mfds.paths import scaled
 from mfds.scenario import (VubHandover, boot_source, guest_writes, start_writer, stop_writer,
                            upgrade)
 from mfds.verify import assert_every_write_completed, io_summary
@@ -103,7 +104,7 @@ def handover(h, sc, src, role, held):
     assert done["data"]["status"] == "completed", src.mon.cmd("query-migrate")
     stop = src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5)
     h.qsd.hold(False)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while dst.mon.cmd("query-migrate").get("status") != "completed":
         assert time.monotonic() < deadline, f"{role} did not complete the incoming migration"
         time.sleep(0.01)
@@ -120,7 +121,7 @@ def window(backend, t_stop, timeout=5):
     """What the backend did between the source's STOP (t_stop) and the
     target's first SET_VRING_CALL after it (waited for: the target does
     not wait for the backend to read it)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         ev = backend.events()
         calls = [(t, f) for t, kind, f in ev if kind == "SET_VRING_CALL" and t > t_stop]
@@ -226,7 +227,7 @@ def test_target_that_never_ran_hands_the_running_vrings_on(h):
                               e["data"]["status"] in ("completed", "failed"))
     assert done["data"]["status"] == "completed", src.mon.cmd("query-migrate")
     t_stop = wall(src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5))
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while dst.mon.cmd("query-migrate").get("status") != "completed":
         assert time.monotonic() < deadline, "dst did not complete the incoming migration"
         time.sleep(0.01)
@@ -239,7 +240,7 @@ def test_target_that_never_ran_hands_the_running_vrings_on(h):
     done = dst.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
                               e["data"]["status"] in ("completed", "failed"))
     assert done["data"]["status"] == "completed", dst.mon.cmd("query-migrate")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while dst2.mon.cmd("query-migrate").get("status") != "completed":
         assert time.monotonic() < deadline, "dst2 did not complete the incoming migration"
         time.sleep(0.01)

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from mfds import harness as hn
+from mfds.paths import scaled
 from mfds.scenario import (TapHandover, VubContribHandover, VubHandover, VubTargetOnly, boot_source, guest_writes,
                            run, run_failed_target, start_writer, stop_writer, stream_figures, upgrade)
 from mfds.verify import (assert_every_write_completed, assert_guest_answers_after,
@@ -91,8 +92,8 @@ def test_vub_handover_cpr_transfer(h):
 
 def wait_writes(vm, than, timeout=10):
     """The guest's completed writes on vm once they exceed than; None if
-    they did not within timeout seconds."""
-    deadline = time.monotonic() + timeout
+    they did not within timeout seconds (scaled: MFDS_TIMEOUT_SCALE)."""
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         n = guest_writes(vm)
         if n > than:
@@ -225,7 +226,7 @@ def test_vub_handover_backend_channel(h):
     assert r["migration"]["status"] == "completed"
     grown = before + (64 << 20) // 512
     h.qsd.mon.cmd("block_resize", **{"node-name": h.qsd.node}, size=grown * 512)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + scaled(10)
     size = before
     while size != grown and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from qemu.qmp import ExecuteError
 
+from mfds.paths import scaled
 from mfds.scenario import (VubHandover, boot_source, guest_writes, pause_writer, resume_writer,
                            run_failed_target, start_writer, stop_writer, upgrade, wait_running)
 from mfds.verify import assert_every_write_completed, io_summary
@@ -276,7 +277,7 @@ def test_vub_handover_of_paused_vm(h):
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
                               e["data"]["status"] in ("completed", "failed"))
     assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + scaled(30)
     while qmp(dst, "query-migrate").get("status") != "completed":
         assert time.monotonic() < deadline, "the target did not complete the incoming migration"
         time.sleep(0.05)
@@ -330,7 +331,7 @@ class RingWatch:
 
     def stop(self):
         self._stop.set()
-        self._thread.join(5)
+        self._thread.join(scaled(5))
         os.close(self.fd)
 
     def at(self, t):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import paths
 from .harness import Proc
+from .paths import scaled
 
 SRC = Path(__file__).resolve().parents[1] / "backends"
 OUT = paths.ROOT / "work/e2e-backends"
@@ -95,7 +96,7 @@ class LateCompletionBlk:
         argv = h.ns.exec(binary, "--socket", sock, "--image", image, "--delay-ms", delay_ms)
         self.proc = Proc(self.NAME, argv, self.log)
         h.stack.callback(self.close)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while not any(kind == "listening" for _, kind, _ in self.events()):
             if not self.proc.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.NAME} did not listen; log:\n{self.tail()}")
@@ -113,7 +114,7 @@ class LateCompletionBlk:
         backend logged that it did (a "hold" line)."""
         before = sum(1 for _, kind, _ in self.events() if kind == "hold")
         os.kill(self.proc.p.pid, signal.SIGUSR1 if on else signal.SIGUSR2)  # ip netns exec execs it
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while sum(1 for _, kind, _ in self.events() if kind == "hold") <= before:
             if not self.proc.alive() or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.NAME} did not take the hold; log:\n{self.tail()}")

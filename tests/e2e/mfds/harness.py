@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import paths
+from .paths import scaled
 from qemu.qmp.legacy import QEMUMonitorProtocol  # noqa: E402 (paths sets sys.path)
 
 PREFIX = "mfds-"
@@ -86,15 +87,17 @@ class Proc:
         return self.p.poll() is None
 
     def wait(self, timeout):
+        """The exit status, or None if still running after timeout s
+        (scaled: MFDS_TIMEOUT_SCALE)."""
         try:
-            return self.p.wait(timeout)
+            return self.p.wait(scaled(timeout))
         except subprocess.TimeoutExpired:
             return None
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
         if self.alive():
             self.p.send_signal(sig)
-            if self.wait(timeout) is None:
+            if self.wait(timeout) is None:  # scaled there
                 self.p.kill()
                 self.p.wait()
         if self.p.stdout:
@@ -122,7 +125,7 @@ class Monitor:
             proc.wait(2)
             tail = Path(proc.log).read_text(errors="replace")[-2000:]
             raise RuntimeError(f"{proc.name}: no QMP ({e}); log:\n{tail}") from e
-        self.qmp.settimeout(30)
+        self.qmp.settimeout(scaled(30))
 
     def cmd(self, name, **args):
         return self.qmp.cmd(name, **args)
@@ -133,6 +136,7 @@ class Monitor:
         received meanwhile that do not match stay queued, in order, for
         later waits (e.g. the STOP that came before the MIGRATION
         "completed" waited for first)."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         for i, ev in enumerate(self.events):
             if match(ev):
@@ -316,7 +320,7 @@ class TcpEcho:
         self.port = port
         self.sock = h.ns.socket()
         h.stack.callback(self.close)
-        self.sock.settimeout(timeout)
+        self.sock.settimeout(scaled(timeout))
         self.sock.connect((GUEST_IP, port))
         self.local_port = self.sock.getsockname()[1]
         self.n = 0            # exchanges completed
@@ -361,7 +365,7 @@ class TcpEcho:
         """Wait until count more exchanges completed in the background;
         False if the thread ended or the time ran out first."""
         target = self.n + count
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while self.n < target:
             if not self._thread.is_alive() or time.monotonic() > deadline:
                 return False
@@ -372,7 +376,7 @@ class TcpEcho:
         """Stop the background exchanges; return what ended them (None:
         the stop)."""
         self._stop.set()
-        self._thread.join(60)
+        self._thread.join(scaled(60))
         return self.error
 
     def tcp_state(self):
@@ -384,7 +388,7 @@ class TcpEcho:
             self._stop.set()
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)  # wakes its recv()
-            self._thread.join(5)
+            self._thread.join(scaled(5))
         self.sock.close()
 
 
@@ -461,7 +465,7 @@ class ContribBlk:
         argv = h.ns.exec(paths.CONTRIB_VUB, "-s", str(sock), "-b", str(image))
         self.proc = Proc("contrib-vub", argv, h.dir / "contrib-vub.log")
         h.stack.callback(self.close)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + scaled(10)
         while not os.path.exists(sock):
             if not self.proc.alive() or time.monotonic() > deadline:
                 raise RuntimeError("contrib vhost-user-blk did not listen")
@@ -489,7 +493,7 @@ class Agent:
         self.n = 0
 
     def _connect(self, timeout):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while self.sock is None:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             try:
@@ -508,7 +512,8 @@ class Agent:
         return ident
 
     def _wait(self, ident, timeout):
-        """Output and exit code of command ident, or None on timeout."""
+        """Output and exit code of command ident, or None on timeout
+        (seconds as given: its callers scale their limits)."""
         pat = re.compile(rb"@@MFDS-END " + ident.encode() + rb" (\d+)\n")
         deadline = time.monotonic() + timeout
         while True:
@@ -532,18 +537,18 @@ class Agent:
     def wait_boot(self, timeout=BOOT_TIMEOUT):
         """Ping until the agent answers.  Pings sent while the port was not
         yet open may be cut or replayed later: each has its own id."""
-        deadline = time.monotonic() + timeout
-        self._connect(timeout)
+        deadline = time.monotonic() + scaled(timeout)
+        self._connect(timeout)  # scaled there
         while time.monotonic() < deadline:
-            if self._wait(self._send("echo pong"), 1.0):
+            if self._wait(self._send("echo pong"), 1.0):  # a ping's, not scaled
                 return
-        raise TimeoutError(f"guest agent did not answer in {timeout}s")
+        raise TimeoutError(f"guest agent did not answer in {scaled(timeout)}s")
 
     def run(self, cmd, timeout=30, check=True):
-        self._connect(5)
-        r = self._wait(self._send(cmd), timeout)
+        self._connect(5)  # scaled there
+        r = self._wait(self._send(cmd), scaled(timeout))
         if r is None:
-            raise TimeoutError(f"guest command timed out: {cmd}")
+            raise TimeoutError(f"guest command timed out ({scaled(timeout)}s): {cmd}")
         rc, out = r
         if check and rc:
             raise RuntimeError(f"guest command failed ({rc}): {cmd}\n{out}")
@@ -631,7 +636,7 @@ class Vm:
         or SIGKILL; that status is not the quit's)."""
         with contextlib.suppress(Exception):
             self.mon.cmd("quit")
-        rc = self.proc.wait(timeout)
+        rc = self.proc.wait(timeout)  # scaled there
         self.close()
         return rc
 
@@ -651,7 +656,7 @@ class Stream:
         h.stack.callback(self.proc.stop)
 
     def wait_ready(self, timeout=20):
-        r, _, _ = select.select([self.proc.p.stdout], [], [], timeout)
+        r, _, _ = select.select([self.proc.p.stdout], [], [], scaled(timeout))
         line = self.proc.p.stdout.readline() if r else b""
         if line.strip() != b"ready":
             raise TimeoutError("no reply from the guest echo")
@@ -772,6 +777,7 @@ class Proxy:
     def wait_held(self, timeout=30):
         """Wait until the stream is held, and the target has read all that
         was passed on (the fds in it are the target's now)."""
+        timeout = scaled(timeout)
         if not self.held.wait(timeout):
             raise TimeoutError(f"the stream did not reach the hold point ({self.hold}): "
                                f"{self.fds_sent} fds sent, error {self.error!r}")
@@ -811,7 +817,7 @@ class Proxy:
         with self._lock:
             self._stop.set()
             self._close_sockets()
-        self._thread.join(5)
+        self._thread.join(scaled(5))
 
     def close(self):
         self.cut()

@@ -15,6 +15,30 @@ INITRD = GUEST / "initrd.img"
 STREAM = Path(__file__).with_name("stream.py")
 PYTHON = "/usr/bin/python3"
 
+
+def _positive_float(name, default):
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return float(default)
+    try:
+        value = float(raw)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise ValueError(f"{name}={raw!r}: must be a number greater than 0")
+    return value
+
+
+# One multiplier for every limit the harness puts on a wait (QMP, the guest
+# agent, process exits, deadlines...), e.g. MFDS_TIMEOUT_SCALE=3 on a slow
+# or busy machine.  Pacing sleeps, rates and measured durations keep theirs.
+TIMEOUT_SCALE = _positive_float("MFDS_TIMEOUT_SCALE", 1)
+
+
+def scaled(seconds):
+    """A wait limit of seconds on this machine (None: no limit)."""
+    return None if seconds is None else seconds * TIMEOUT_SCALE
+
 # QMP through the tree's own python/qemu package (the tree the build came from).
 _qemu_python = BUILD.parent / "python"
 if not (_qemu_python / "qemu/qmp").is_dir():

@@ -28,6 +28,7 @@ import statistics
 import time
 
 from . import harness as hn
+from .paths import scaled
 from .verify import check_image, tap_info
 
 WRITER_LOG = "/tmp/writer.log"
@@ -145,7 +146,7 @@ class Scenario:
                     nic_queues=self.queues if target_net else None,
                     **self.target_disk_opts(h))
         # No monitor to ask yet: the cpr socket appearing says it listens.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + scaled(30)
         while not h.sock("cpr").exists():
             if not dst.proc.alive() or time.monotonic() > deadline:
                 raise RuntimeError("cpr-transfer target did not open its cpr channel")
@@ -384,10 +385,10 @@ def stream_figures(s):
 
 def wait_running(vm, timeout=30):
     """Host time at which vm was first seen running."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while vm.mon.cmd("query-status")["status"] != "running":
         if time.monotonic() > deadline:
-            raise TimeoutError(f"{vm.role} not running after {timeout}s")
+            raise TimeoutError(f"{vm.role} not running after {scaled(timeout)}s")
         time.sleep(0.005)
     return time.monotonic()
 
@@ -571,7 +572,7 @@ def pause_writer(vm, timeout=20):
     """Pause the guest's writer, if it runs (SIGSTOP), and wait until
     nothing is in flight on its disk (/sys/block/vda/inflight)."""
     vm.agent.run("if pidof writer >/dev/null; then kill -STOP $(pidof writer); fi")
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while vm.agent.run("cat /sys/block/vda/inflight").split() != ["0", "0"]:
         assert time.monotonic() < deadline, "the guest's writes did not drain"
         time.sleep(0.05)
@@ -656,7 +657,7 @@ def _target_fate(dst, timeout=30):
     """Wait until the target's incoming migration is decided: "dead" (its
     process is gone), "failed" (its load failed, it lives on:
     exit-on-error off) or "loaded"."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         if not dst.proc.alive():
             return "dead"
@@ -814,7 +815,7 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
         """What a failed load left the target holding, once it has let go
         of the migration connection (its cleanup follows the failure; up
         to 2 s for it)."""
-        deadline = time.monotonic() + 2
+        deadline = time.monotonic() + scaled(2)
         while True:
             r["failed_target_tap_fds"] = hn.tap_fds(dst.pid())
             r["failed_target_fds"] = hn.proc_usage(dst.pid())["fds"]
