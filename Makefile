@@ -44,7 +44,7 @@ check-asan: deps guest
 	bash scripts/check-asan.sh
 
 bench: deps build guest
-	$(PY) bench/bench.py
+	$(PY) -m bench.bench
 
 # 100 handovers with a stop/cont and a guest reboot every 10 (not in check)
 soak: deps build guest

@@ -1,7 +1,8 @@
 """`make bench`: run each local-upgrade scenario several times and report
 median and range of what the guest saw.
 
-    /usr/bin/python3 bench/bench.py [SCENARIO ...]     (default: all)
+    /usr/bin/python3 -m bench.bench [SCENARIO ...]     (default: all)
+    (from the repository's root, where the mfds package is)
 
 Scenarios: baseline (new tap, host switched), baseline-cpr (the same in the
 cpr-transfer mode), tap-migrate-fds (the tap's fds handed over, nothing
@@ -28,11 +29,9 @@ import json
 import os
 import sys
 import traceback
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/e2e"))
-from mfds import harness, paths  # noqa: E402
-from mfds.scenario import SCENARIOS, run, summarize  # noqa: E402
+from mfds import harness, paths
+from mfds.scenario import SCENARIOS, run, summarize
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
         "first_reply_ms",

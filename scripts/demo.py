@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests/e2e"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's root: mfds
 from mfds import harness, paths  # noqa: E402
 from mfds.scenario import SCENARIOS, run  # noqa: E402
 

@@ -3,13 +3,12 @@ RAM file, image) per test, torn down even when the test fails, a per-test
 timeout, and a session-wide check that nothing of ours is left behind."""
 import os
 import signal
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from mfds import harness, paths  # noqa: E402
+from mfds import harness, paths  # the repository's root is on sys.path: pytest.ini
+from mfds.verify import KnownDefect
 
 
 # A test that runs longer than this (seconds, times MFDS_TIMEOUT_SCALE) fails,
@@ -105,6 +104,16 @@ def pytest_runtest_call(item):
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A KnownDefect (a known bug of QEMU 10.2.2 itself, raised by mfds)
+    out of a test body is an expected failure, pytest.xfail with its text
+    (make check lists and counts those apart)."""
+    outcome = yield
+    if outcome.excinfo and isinstance(outcome.excinfo[1], KnownDefect):
+        pytest.xfail(str(outcome.excinfo[1]))
 
 
 @pytest.fixture

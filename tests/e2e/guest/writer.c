@@ -21,7 +21,7 @@
  *
  * Record layout (little endian): "MFDSREC1", u64 seq, u64 runid, u32 crc32
  * (zlib's, over the whole record with this field zero), u32 0, then a payload
- * derived from seq.  The host verifier (tests/e2e/mfds/verify.py) reads the
+ * derived from seq.  The host verifier (mfds/verify.py) reads the
  * same layout.
  */
 #define _GNU_SOURCE

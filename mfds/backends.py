@@ -13,13 +13,12 @@ import shlex
 import signal
 import subprocess
 import time
-from pathlib import Path
 
 from . import paths
 from .harness import Proc
 from .paths import scaled
 
-SRC = Path(__file__).resolve().parents[1] / "backends"
+SRC = paths.ROOT / "tests/e2e/backends"
 OUT = paths.ROOT / "work/e2e-backends"
 
 

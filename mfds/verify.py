@@ -8,9 +8,13 @@ import re
 import struct
 import zlib
 
-import pytest
-
 REC = 4096
+
+
+class KnownDefect(Exception):
+    """A known defect of QEMU 10.2.2 itself (not of the series) showed; its
+    text says which.  The e2e tests' conftest.py reports it as an expected
+    failure (pytest.xfail with this text); elsewhere it is an error."""
 
 
 def check_image(path, count, run=1):
@@ -106,10 +110,11 @@ def known_second_export_defect(r, depth):
 
 def xfail_on_known_second_export_defect(r, depth):
     """known_second_export_defect(r, depth), reporting the known defect as
-    an expected failure (pytest.xfail) rather than hiding it."""
+    an expected failure (KnownDefect, an xfail in the tests) rather than
+    hiding it."""
     defect = known_second_export_defect(r, depth)
     if defect:
-        pytest.xfail(defect)
+        raise KnownDefect(defect)
 
 
 def assert_guest_answers_after(r, event):

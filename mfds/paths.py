@@ -3,7 +3,7 @@ import os
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("MFDS_BUILD", ROOT / "work/qemu/build"))
 QEMU = BUILD / "qemu-system-x86_64"
 QSD = BUILD / "storage-daemon/qemu-storage-daemon"

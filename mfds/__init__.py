@@ -1,6 +1,8 @@
 """End-to-end harness for migrate-fds: a real guest, a real tap, a real
 vhost-user-blk backend, and a local upgrade (migration to a new QEMU on the
-same host) measured from the guest's point of view.
+same host) measured from the guest's point of view.  Used by tests/e2e,
+bench/bench.py and scripts/demo.py, with the repository's root on sys.path
+(pytest.ini's pythonpath, python3 -m bench.bench, demo.py's own insert).
 
 Layout:
   paths.py     where the build, the guest and QEMU's python package are
@@ -9,5 +11,6 @@ Layout:
   scenario.py  what a local upgrade is (source/target args + hooks) and the
                run that measures one
   stream.py    the 1 kHz UDP sender (a separate process in the namespace)
-  verify.py    host-side check of the records the guest wrote
+  verify.py    host-side check of the records the guest wrote, and
+               KnownDefect (an xfail in the tests)
 """
