@@ -6,7 +6,9 @@ Sends datagram k at t0 + k / RATE on an absolute schedule: a late or failed
 send never shifts the ones after it, and missing replies never slow it down
 (iputils ping backs off to ~100 Hz during an outage, which hides losses).
 Prints "ready" once the first reply is back; on SIGTERM stops sending, waits
-GRACE_S for late replies and writes per-sequence send and receive times
+for the replies still on their way (until none came for GRACE_S, at most
+DRAIN_MAX_S: a guest behind the stream, on a slow or busy host, still
+answers what it was sent) and writes per-sequence send and receive times
 (time.monotonic(), comparable with the test process) to OUT.json.
 Stdlib only: it runs as a separate process under `ip netns exec`.
 """
@@ -19,6 +21,7 @@ import sys
 import time
 
 GRACE_S = 0.5
+DRAIN_MAX_S = 5.0
 stop = False
 
 
@@ -37,11 +40,12 @@ def main():
     sent, recv, send_errors = [], {}, 0
     ready = False
     t0 = time.monotonic()
-    end = None
+    end = drain_end = None
     while True:
         now = time.monotonic()
         if stop and end is None:
             end = now + GRACE_S
+            drain_end = now + DRAIN_MAX_S
         if end is not None and now >= end:
             break
         nxt = t0 + len(sent) * period
@@ -68,6 +72,9 @@ def main():
             except (BlockingIOError, ConnectionRefusedError):
                 break
             t = time.monotonic()
+            if end is not None:
+                # Replies still coming: wait GRACE_S after this one
+                end = min(t + GRACE_S, drain_end)
             if len(data) == 8:
                 recv.setdefault(struct.unpack("!Q", data)[0], t)
                 if not ready:
