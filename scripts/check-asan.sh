@@ -46,6 +46,6 @@ tail -n 3 "$out/e2e.log"
 reports=$(grep -rlE 'ERROR: AddressSanitizer|runtime error:' "$out" || true)
 n=$(printf '%s' "$reports" | grep -c . || true)
 log "qtests: $qp passed, $qf failed, $qs skipped; e2e exit $e2e_rc; logs with a sanitizer report: $n"
-[ -z "$reports" ] || { printf '  %s\n' $reports; grep -rhE -A12 'ERROR: AddressSanitizer|runtime error:' $reports | head -n 60; }
+[ -z "$reports" ] || { printf '  %s\n' $reports; grep -rhE -A12 'ERROR: AddressSanitizer|runtime error:' $reports | sed -n '1,60p'; }
 [ "$qf" -eq 0 ] && [ "$e2e_rc" -eq 0 ] && [ -z "$reports" ] || die "check-asan failed (see $out)"
 log "no sanitizer report"

@@ -70,11 +70,11 @@ secs=$(( $(date +%s) - start ))
     }' "$out/iterations.tsv"
   echo "most frequent causes named by the targets (first 120 characters):"
   awk -F'\t' '$3 != "loaded fine" { print $1 ": " substr($5, 1, 120) }' \
-    "$out/iterations.tsv" | sort | uniq -c | sort -rn | head -n 15
+    "$out/iterations.tsv" | sort | uniq -c | sort -rn | sed -n '1,15p'
   echo "failed iterations (replay: MFDS_FUZZ_SEED=N MFDS_FUZZ_ITERATIONS=1):"
   grep -hE -A3 'FAILED at seed' "$out/tap.log" "$out/vhost-user-blk.log" \
     "$out/vhost-user-blk-inflight.log" \
-    2>/dev/null | grep -v '^#' | head -n 400 || true
+    2>/dev/null | grep -v '^#' | sed -n '1,400p' || true
 } >"$out/summary.txt"
 sed -n "1,/^most frequent/p" "$out/summary.txt" | sed "\$d"
 echo "summary: $out/summary.txt"
