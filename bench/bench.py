@@ -1,7 +1,7 @@
 """`make bench`: run each local-upgrade scenario several times and report
 median and range of what the guest saw.
 
-    /usr/bin/python3 -m bench.bench [SCENARIO ...]     (default: all)
+    /usr/bin/python3 -m bench.bench [SCENARIO ...]     (default: those below)
     (from the repository's root, where the mfds package is)
 
 Scenarios: baseline (new tap, host switched), baseline-cpr (the same in the
@@ -31,7 +31,13 @@ import sys
 import traceback
 
 from mfds import harness, paths
-from mfds.scenario import SCENARIOS, run, summarize
+from mfds.scenario import run, scenario, summarize
+
+# The scenarios run when none is named, in this order (mfds.scenario.SCENARIOS
+# has also those only the tests use).
+DEFAULT = ("baseline", "baseline-cpr", "tap-migrate-fds", "tap-fallback-open",
+           "baseline-throttled", "vhost-user-blk-migrate-fds", "tap-migrate-fds-cpr",
+           "vhost-user-blk-migrate-fds-cpr")
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
         "first_reply_ms",
@@ -102,7 +108,7 @@ def main():
     if missing:
         sys.exit("bench: missing " + ", ".join(missing) + " (make build; bash scripts/guest.sh)")
     runs = int(os.environ.get("MFDS_BENCH_RUNS", "5"))
-    names = sys.argv[1:] or list(SCENARIOS)
+    names = sys.argv[1:] or list(DEFAULT)
     out_dir = paths.ROOT / "work/bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     results, failed = [], 0
@@ -111,18 +117,18 @@ def main():
         for i in range(runs):
             try:
                 with harness.Harness(f"bench-{name}-{i}", logs=out_dir / "logs" / f"{name}-{i}") as h:
-                    r = run(h, SCENARIOS[name]())
+                    r = run(h, scenario(name))
             except Exception:
                 failed += 1
                 traceback.print_exc()
                 print(f"bench: {name} run {i + 1} failed (logs in {out_dir}/logs/{name}-{i})",
                       file=sys.stderr)
                 continue
-            samples.append({k: r[k] for k in KEEP})
-            print(f"{name} run {i + 1}/{runs}: lost {r['lost']}/{r['sent']}, "
-                  f"gap {r['gap_ms']:.1f} ms, downtime {r['downtime_ms']} ms, "
-                  f"I/O stall {r['io_stall_ms']:.1f} ms, {r['io_lost']} I/O lost, "
-                  f"{r['bytes_verified'] >> 20} MiB verified", file=sys.stderr)
+            samples.append({k: getattr(r, k) for k in KEEP})
+            print(f"{name} run {i + 1}/{runs}: lost {r.lost}/{r.sent}, "
+                  f"gap {r.gap_ms:.1f} ms, downtime {r.downtime_ms} ms, "
+                  f"I/O stall {r.io_stall_ms:.1f} ms, {r.io_lost} I/O lost, "
+                  f"{r.bytes_verified >> 20} MiB verified", file=sys.stderr)
         s = summarize(name, samples)
         s["failed"] = runs - len(samples)
         s["samples"] = samples

@@ -8,8 +8,9 @@ Layout:
   paths.py     where the build, the guest and QEMU's python package are
   harness.py   namespace, taps, qemu-storage-daemon, QEMU processes, agent,
                a TCP echo connection into the guest, a process's fds and RSS
-  scenario.py  what a local upgrade is (source/target args + hooks) and the
-               run that measures one
+  scenario.py  what a local upgrade is (a combination of network, disk, RAM
+               and backend parts) and the run that measures one
+  result.py    what a run measured (RunResult, FaultResult)
   stream.py    the 1 kHz UDP sender (a separate process in the namespace)
   verify.py    host-side check of the records the guest wrote, and
                KnownDefect (an xfail in the tests)

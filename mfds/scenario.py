@@ -1,24 +1,37 @@
 """A local upgrade (replace the VM's QEMU by a new process on the same host)
 and the run that measures what the guest sees during it.
 
-A scenario says how the target is started and what management does around
-the migration:
-    source_net / source_disk   the source's -netdev and vhost-user socket
-    target_net / target_disk   the same for the target
-    source_disk_opts,          options appended to the disk's -chardev and
-    target_disk_opts           -device (e.g. migrate-fds=on)
-    caps, params               migration capabilities and parameters
+A scenario is a combination of four parts, each with its say in how the
+target is started and what management does around the migration:
+    network   NewTap (today: the target gets tap1, the host is switched to
+              it), FallbackOpen (the same, the target's tap waiting for
+              fds that never come), TapHandover (the tap's fds handed over)
+    disk      SecondExport (today: the target connects to a new export),
+              TargetOnly (the same, the target's property on), SessionHandover
+              (the vhost-user connection handed over)
+    ram       SharedFile (x-ignore-shared), CprTransfer (the cpr-transfer
+              mode: RAM and fds on a cpr channel); each starts the target
+              and migrates
+    backend   Qsd (qemu-storage-daemon, throttled or not), Contrib
+              (contrib/vhost-user-blk)
+SCENARIOS names each combination once; scenario(name) builds one.
+
+The hooks, which Scenario runs on every part in that order:
+    setup(h)                   host side before the source starts
     source_started(h, src)     once the source QEMU is up (e.g. configure the
                                tap it created)
     pre_migrate(h)             before the target starts (new tap, new export)
-    migrate(h, src)            start the target, migrate; returns the target
     target_started(h, dst)     once the target's monitor is up, before it
                                loads anything (e.g. see what it opened)
     post_migrate(h)            once the migration has completed (switch host)
     check(r)                   assert on run()'s figures that the run did
-                               what the scenario is about
-The migrate-fds scenarios (same tap, same vhost-user connection handed over)
-subclass Scenario and change these.
+                               what the part is about
+and what one part answers alone: the network the -netdev of each side
+(source_net, target_net), the disk their vhost-user socket and the options
+appended to its -chardev and -device (source_disk, target_disk,
+source_disk_opts, target_disk_opts), the ram the migration itself
+(migrate, machine, target_running).  Migration capabilities and parameters
+are those of all parts.
 """
 import json
 import re
@@ -26,9 +39,12 @@ import resource
 import signal
 import statistics
 import time
+from dataclasses import dataclass, field, replace
+from typing import Optional
 
 from . import harness as hn
 from .paths import scaled
+from .result import FaultResult, RunResult, StreamFigures
 from .verify import check_image, tap_info
 
 WRITER_LOG = "/tmp/writer.log"
@@ -39,131 +55,30 @@ WRITER_DEPTH = 32
 # The throttled daemon of the vhost-user-blk scenarios (requests stay in it
 # for a while: a slow backend).
 THROTTLED_IOPS = 1000
+# The source's vhost-user socket (the backend's first export).
+SOURCE_DISK = "vub0"
 # The disk's -chardev and -device options of a vhost-user-blk handover.
 MIGRATE_FDS_DISK = {"disk_chardev_opts": ",migrate-fds=on",
                     "disk_device_opts": ",migrate-fds=on"}
+NO_DISK_OPTS = {"disk_chardev_opts": "", "disk_device_opts": ""}
 
 
-class Scenario:
-    name = "base"
-    caps = {"x-ignore-shared": True, "events": True}
+class Part:
+    """What every part does unless it has a say: nothing."""
+    # Migration capabilities and parameters this part needs.
+    caps = {}
     params = {}
-    # The source tap's downscript (a path, or "no").
-    downscript = "no"
-    # More options for the source QEMU only (e.g. a device the target lacks).
-    source_extra = ()
-
-    # What management does on the host once the migration has completed
-    # (for reports).
-    host_switch = "host side switched"
-    # Pause the guest's writer, with nothing left in flight, across each
-    # upgrade (see upgrade()).
-    quiesce_disk = False
-
-    def __init__(self, multi_queue=False, cpr=False, iops_limit=None, queues=None):
-        """queues: tap queues (default 2 with multi_queue, else 1)."""
-        self.queues = queues or (2 if multi_queue else 1)
-        self.mq = self.queues > 1
-        self.cpr = cpr
-        self.iops_limit = iops_limit
-
-    def tap_opts(self, queues=None):
-        queues = self.queues if queues is None else queues
-        return f",queues={queues}" if queues > 1 else ""
-
-    def source_net(self, h):
-        return (f"tap,id=n0,ifname=tap0,script=no,downscript={self.downscript}"
-                f"{self.tap_opts()}")
-
-    def source_disk(self, h):
-        return h.sock("vub0")
-
-    def source_disk_opts(self, h):
-        """Options appended to the source's disk -chardev and -device, as
-        the Vm keyword arguments that take them."""
-        return {"disk_chardev_opts": "", "disk_device_opts": ""}
+    # What stays the same on the host across the upgrade (for reports).
+    kept = ""
 
     def setup(self, h):
-        """Host side before the source starts: tap0 with the host address,
-        the daemon with export exp0."""
-        h.ns.add_tap("tap0", self.mq, f"{hn.HOST_IP}/{hn.PREFIXLEN}")
-        h.qsd = hn.Storage(h, h.image, self.iops_limit)
-        h.qsd.add_export("exp0", self.source_disk(h))
+        pass
 
     def source_started(self, h, src):
         pass
 
-    def target_net(self, h):
-        raise NotImplementedError
-
-    def target_disk(self, h):
-        raise NotImplementedError
-
-    def target_disk_opts(self, h):
-        """The same for the target."""
-        return {"disk_chardev_opts": "", "disk_device_opts": ""}
-
     def pre_migrate(self, h):
         pass
-
-    def migrate(self, h, src, extra=(), target_net=None, role="dst", uri=None,
-                incoming_args=None):
-        """Start the target and the migration; return the target Vm and the
-        host time of the migrate command.  Guest RAM stays in the shared
-        file: x-ignore-shared, or the cpr-transfer mode (which also passes
-        fds on a cpr channel and opens the target's monitor only once the
-        source has sent it).  extra, target_net: a different target (extra
-        QEMU options, another -netdev on the source's virtio-net device) for
-        the failure tests.  role: the target's name (its logs and agent
-        socket), a new one per upgrade when a VM is upgraded repeatedly.
-        uri: where the source migrates to instead of the target's socket
-        (a Proxy's); incoming_args: more migrate-incoming arguments (e.g.
-        exit-on-error).  Neither under cpr-transfer."""
-        mig = f"unix:{h.sock('migrate')}"
-        if not self.cpr:
-            dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
-                        incoming=["defer"], extra=extra,
-                        nic_queues=self.queues if target_net else None,
-                        **self.target_disk_opts(h))
-            self.target_started(h, dst)
-            for vm in (src, dst):
-                vm.set_migration(self.caps, self.params)
-            dst.mon.cmd("migrate-incoming", uri=mig, **(incoming_args or {}))
-            t = time.monotonic()
-            src.mon.cmd("migrate", uri=uri or mig)
-            return dst, t
-        assert uri is None and incoming_args is None, "not under cpr-transfer"
-        # cpr-transfer: the target reads the cpr channel before it creates its
-        # devices and opens its monitor, so it waits with -incoming defer for
-        # its own parameters (migrate-fds) before it listens on the main
-        # channel; the source connects there once the target closed the cpr
-        # channel, which it does at migrate-incoming.
-        cpr = {"transport": "socket", "type": "unix", "path": str(h.sock("cpr"))}
-        main = [{"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}}]
-        dst = hn.Vm(h, role, target_net or self.target_net(h), self.target_disk(h),
-                    incoming=["defer", json.dumps({"channel-type": "cpr", "addr": cpr})],
-                    machine=self.machine(), connect=False, extra=extra,
-                    nic_queues=self.queues if target_net else None,
-                    **self.target_disk_opts(h))
-        # No monitor to ask yet: the cpr socket appearing says it listens.
-        deadline = time.monotonic() + scaled(30)
-        while not h.sock("cpr").exists():
-            if not dst.proc.alive() or time.monotonic() > deadline:
-                raise RuntimeError("cpr-transfer target did not open its cpr channel")
-            time.sleep(0.01)
-        caps = {k: v for k, v in self.caps.items() if k != "x-ignore-shared"}
-        src.set_migration(caps, {**self.params, "mode": "cpr-transfer"})
-        t = time.monotonic()
-        src.mon.cmd("migrate", channels=main + [{"channel-type": "cpr", "addr": cpr}])
-        dst.connect()
-        self.target_started(h, dst)
-        dst.set_migration(caps, self.params)
-        dst.mon.cmd("migrate-incoming", channels=main)
-        return dst, t
-
-    def machine(self):
-        """Extra -machine options for both sides."""
-        return ",aux-ram-share=on" if self.cpr else ""
 
     def target_started(self, h, dst):
         pass
@@ -175,43 +90,57 @@ class Scenario:
         pass
 
 
-class Baseline(Scenario):
-    """What management must do today: the target gets a new tap and a second
-    export of the same block node; once the migration has completed the host
-    address moves to the new tap and the old one goes."""
+# Network parts: the -netdev tap of each side.
+
+@dataclass
+class Tap(Part):
+    """The source's tap0, with queues queues."""
+    queues: int = 1
+    # The source tap's downscript (a path, or "no").
+    downscript: str = "no"
+
+    def tap_opts(self, queues=None):
+        queues = self.queues if queues is None else queues
+        return f",queues={queues}" if queues > 1 else ""
+
+    def source_net(self, h):
+        return (f"tap,id=n0,ifname=tap0,script=no,downscript={self.downscript}"
+                f"{self.tap_opts()}")
+
+
+@dataclass
+class NewTap(Tap):
+    """What management must do today: the target gets a new tap, tap1; once
+    the migration has completed the host address moves to it and tap0
+    goes."""
     host_switch = "host side switched to the new tap"
 
-    @property
-    def name(self):
-        return ("baseline" + ("-cpr" if self.cpr else "") +
-                ("-throttled" if self.iops_limit else ""))
+    def setup(self, h):
+        h.ns.add_tap("tap0", self.queues > 1, f"{hn.HOST_IP}/{hn.PREFIXLEN}")
 
-    def target_net(self, h):
-        return f"tap,id=n0,ifname=tap1,script=no,downscript=no{self.tap_opts()}"
-
-    def target_disk(self, h):
-        return h.sock("vub1")
+    def target_net(self, h, queues=None):
+        return f"tap,id=n0,ifname=tap1,script=no,downscript=no{self.tap_opts(queues)}"
 
     def pre_migrate(self, h):
-        h.ns.add_tap("tap1", self.mq)
-        h.qsd.add_export("exp1", self.target_disk(h))
+        h.ns.add_tap("tap1", self.queues > 1)
 
     def post_migrate(self, h):
         h.ns.batch(["link del tap0",
                     f"addr add {hn.HOST_IP}/{hn.PREFIXLEN} dev tap1"])
 
 
-class TapFallbackOpen(Baseline):
-    """The baseline with migrate-fds=on on the target's tap and the
-    migration without the migrate-fds parameter: no fds come, so the tap,
-    which opened nothing at start, opens tap1 as its options say once the
-    NIC's state is loaded, inside the downtime (the fallback open).  The
-    rest is the baseline's: its downtime against the baseline's is the
-    open's cost."""
-    name = "tap-fallback-open"
+@dataclass
+class FallbackOpen(NewTap):
+    """The new tap with migrate-fds=on on the target's, and the migration
+    without the migrate-fds parameter: no fds come, so the tap, which
+    opened nothing at start, opens tap1 as its options say once the NIC's
+    state is loaded, inside the downtime (the fallback open).  The rest is
+    NewTap's: its downtime against the baseline's is the open's cost."""
+    # What the target held before its load (target_started).
+    waiting: Optional[tuple] = field(default=None, init=False)
 
-    def target_net(self, h):
-        return super().target_net(h) + ",migrate-fds=on"
+    def target_net(self, h, queues=None):
+        return super().target_net(h, queues) + ",migrate-fds=on"
 
     def target_started(self, h, dst):
         # Before the load: the tap must still be waiting, holding nothing.
@@ -222,14 +151,15 @@ class TapFallbackOpen(Baseline):
         assert info == ["migrate-fds=on, waiting for the incoming migration"] * self.queues, info
         assert fds == [], f"the target held {fds} before the load"
         # After: it opened tap1 itself, nothing handed over; the host was
-        # switched to tap1 as in the baseline.
-        assert r["target_tap_fds"] == ["tap1"] * self.queues, r["target_tap_fds"]
-        assert tap_info(r["target_network"]) == \
-            ["ifname=tap1,script=no,downscript=no"] * self.queues, r["target_network"]
-        assert list(r["links_after"]) == ["tap1"], r["links_after"]
+        # switched to tap1 as with NewTap.
+        assert r.target_tap_fds == ["tap1"] * self.queues, r.target_tap_fds
+        assert tap_info(r.target_network) == \
+            ["ifname=tap1,script=no,downscript=no"] * self.queues, r.target_network
+        assert list(r.links_after) == ["tap1"], r.links_after
 
 
-class TapHandover(Baseline):
+@dataclass
+class TapHandover(Tap):
     """migrate-fds for the tap: the source QEMU creates tap0 itself (a
     non-persistent tap: it lives only as long as some process holds an fd
     of it) and the host gives it its address; the target takes over the fds
@@ -237,26 +167,10 @@ class TapHandover(Baseline):
     ifindex, address, neighbour entries and queued packets carry on, and
     nothing is switched on the host.  The target's -netdev names no
     interface: it can only get one by the handover (a missing handover is a
-    load error, not a silently opened second tap).  The disk is as in the
-    baseline (a second vhost-user-blk export), quiesced at each switchover
-    (quiesce_disk).
-    """
-    host_switch = "nothing switched on the host (same tap)"
+    load error, not a silently opened second tap)."""
     params = {"migrate-fds": True}
-    # The disk takes today's path, whose known defect of QEMU 10.2.2 (see
-    # verify.known_second_export_defect) strikes when requests are inside
-    # the daemon as the source stops: the network is what these scenarios
-    # test, and their disk must still complete every write.
-    quiesce_disk = True
-    hops = 0  # upgrades started so far (pre_migrate counts them)
-
-    @property
-    def name(self):
-        return "tap-migrate-fds" + ("-cpr" if self.cpr else "")
-
-    def setup(self, h):
-        h.qsd = hn.Storage(h, h.image, self.iops_limit)
-        h.qsd.add_export("exp0", self.source_disk(h))
+    host_switch = "nothing switched on the host"
+    kept = "same tap"
 
     def source_net(self, h):
         return super().source_net(h) + ",migrate-fds=on"
@@ -267,120 +181,344 @@ class TapHandover(Baseline):
     def target_net(self, h, queues=None):
         return f"tap,id=n0,script=no,downscript=no{self.tap_opts(queues)},migrate-fds=on"
 
+
+# Disk parts: the vhost-user-blk socket of each side (the source's is always
+# the backend's first, SOURCE_DISK).
+
+@dataclass
+class SecondExport(Part):
+    """Today's path: the target connects to a second export of the same
+    block node, a new one per upgrade, so that a VM can be upgraded again
+    and again: exp1 at vub1 for the first, exp2 at vub2 for the next...
+    quiesced: pause the guest's writer, with nothing left in flight, across
+    each upgrade (see upgrade()): today's path has a known defect of QEMU
+    10.2.2 (see verify.known_second_export_defect), which strikes when
+    requests are inside the daemon as the source stops; a scenario that is
+    about its network, not its disk, must still complete every write."""
+    quiesced: bool = False
+    hops: int = field(default=0, init=False)  # upgrades started so far (pre_migrate counts them)
+
+    def source_disk_opts(self, h):
+        """Options appended to the source's disk -chardev and -device, as
+        the Vm keyword arguments that take them."""
+        return NO_DISK_OPTS
+
     def target_disk(self, h):
-        # A new export per upgrade, so that a VM can be upgraded again and
-        # again: exp1 at vub1 for the first, exp2 at vub2 for the next...
         return h.sock(f"vub{self.hops}")
+
+    def target_disk_opts(self, h):
+        """The same for the target."""
+        return NO_DISK_OPTS
 
     def pre_migrate(self, h):
         self.hops += 1
         h.qsd.add_export(f"exp{self.hops}", self.target_disk(h))
 
-    def post_migrate(self, h):
-        pass
+
+@dataclass
+class TargetOnly(SecondExport):
+    """The vhost-user-blk property on the target only: the source (property
+    off) hands over no disk, so the target's chardev, which waited for a
+    handover instead of connecting, connects as today once the state is
+    loaded, to a second export."""
+
+    def target_disk_opts(self, h):
+        return MIGRATE_FDS_DISK
 
 
-class VubHandover(TapHandover):
-    """migrate-fds for the disk too: the target takes over the source's live
-    vhost-user connection to qemu-storage-daemon (the socket, and with it
-    the rings the daemon is processing), so there is no second export and
-    the daemon never sees a reconnect.  Both sides name the same socket
-    with migrate-fds=on on the chardev and the device: the target's chardev
-    does not connect while it waits for the incoming migration, it adopts
-    the handed-over fd.  The tap is handed over as in TapHandover.
-
-    The daemon is throttled (THROTTLED_IOPS by default), so that requests
-    are inside it at the switchover: the case in which today's path (a
-    second export) loses completions."""
-    host_switch = "nothing switched on the host (same tap, same vhost-user connection)"
-    # Requests in flight at the switchover are what this scenario tests.
-    quiesce_disk = False
-
-    def __init__(self, iops_limit=THROTTLED_IOPS, **kwargs):
-        super().__init__(iops_limit=iops_limit, **kwargs)
-
-    @property
-    def name(self):
-        return "vhost-user-blk-migrate-fds" + ("-cpr" if self.cpr else "")
+@dataclass
+class SessionHandover(Part):
+    """migrate-fds for the disk: the target takes over the source's live
+    vhost-user connection to the backend (the socket, and with it the rings
+    the backend is processing), so there is no second export and the backend
+    never sees a reconnect.  Both sides name the same socket with
+    migrate-fds=on on the chardev and the device: the target's chardev does
+    not connect while it waits for the incoming migration, it adopts the
+    handed-over fd."""
+    params = {"migrate-fds": True}
+    kept = "same vhost-user connection"
+    # Requests in flight at the switchover are what it is about.
+    quiesced = False
 
     def source_disk_opts(self, h):
         return MIGRATE_FDS_DISK
 
     def target_disk(self, h):
-        return self.source_disk(h)
-
-    def target_disk_opts(self, h):
-        return self.source_disk_opts(h)
-
-    def pre_migrate(self, h):
-        pass
-
-
-class VubContribHandover(VubHandover):
-    """VubHandover with contrib/vhost-user-blk as the backend: it tracks its
-    requests in an inflight region (F_INFLIGHT_SHMFD), which is handed over
-    with the session.  It completes each request before it reads the next
-    message, so nothing is in flight at the switchover: this shows that the
-    region comes along, not what a re-submission would do.  It serves one
-    connection and exits when that closes (h.qsd stands for it)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(iops_limit=None, **kwargs)
-
-    @property
-    def name(self):
-        return "vhost-user-blk-migrate-fds-contrib"
-
-    def setup(self, h):
-        h.qsd = hn.ContribBlk(h, h.image, self.source_disk(h))
-
-
-class VubTargetOnly(TapHandover):
-    """The vhost-user-blk property on the target only: the source (property
-    off) hands over no disk, so the target's chardev, which waited for a
-    handover instead of connecting, connects as today once the state is
-    loaded, to a second export (one per upgrade, as in TapHandover).  The
-    tap is handed over."""
-
-    @property
-    def name(self):
-        return "vhost-user-blk-target-only"
+        return h.sock(SOURCE_DISK)
 
     def target_disk_opts(self, h):
         return MIGRATE_FDS_DISK
 
 
-# Name -> factory, for bench.py and demo.py (new scenarios add themselves).
+# RAM parts: guest RAM stays in the shared file on /dev/shm; how the target
+# gets it decides how the target is started and migrated to.
+
+@dataclass
+class SharedFile(Part):
+    """x-ignore-shared: the target maps the same file, no RAM is sent."""
+    caps = {"x-ignore-shared": True}
+    cpr = False
+
+    def machine(self):
+        """Extra -machine options for both sides."""
+        return ""
+
+    def migrate(self, sc, h, src, extra, target_net, role, uri, incoming_args):
+        """Scenario.migrate() says what this does."""
+        mig = f"unix:{h.sock('migrate')}"
+        dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
+                    incoming=["defer"], extra=extra,
+                    nic_queues=sc.queues if target_net else None,
+                    **sc.target_disk_opts(h))
+        sc.target_started(h, dst)
+        for vm in (src, dst):
+            vm.set_migration(sc.caps, sc.params)
+        dst.mon.cmd("migrate-incoming", uri=mig, **(incoming_args or {}))
+        t = time.monotonic()
+        src.mon.cmd("migrate", uri=uri or mig)
+        return dst, t
+
+    def target_running(self, dst):
+        """Host time at which the migrated target began to run."""
+        return hn.event_time(dst.mon.wait_event(lambda e: e["event"] == "RESUME"))
+
+
+@dataclass
+class CprTransfer(Part):
+    """The cpr-transfer mode: the target takes guest RAM (and, with
+    migrate-fds, the fds) over a cpr channel, and opens its monitor only
+    once the source has sent it."""
+    cpr = True
+
+    def machine(self):
+        return ",aux-ram-share=on"
+
+    def migrate(self, sc, h, src, extra, target_net, role, uri, incoming_args):
+        # Both are arguments of the main channel's migrate / migrate-incoming,
+        # which this mode replaces with its own channels.
+        if uri is not None:
+            raise ValueError(f"{sc.name}: no uri under cpr-transfer (its channels are fixed)")
+        if incoming_args is not None:
+            raise ValueError(f"{sc.name}: no incoming_args under cpr-transfer")
+        # The target reads the cpr channel before it creates its devices and
+        # opens its monitor, so it waits with -incoming defer for its own
+        # parameters (migrate-fds) before it listens on the main channel;
+        # the source connects there once the target closed the cpr channel,
+        # which it does at migrate-incoming.
+        cpr = {"transport": "socket", "type": "unix", "path": str(h.sock("cpr"))}
+        main = [{"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}}]
+        dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
+                    incoming=["defer", json.dumps({"channel-type": "cpr", "addr": cpr})],
+                    machine=self.machine(), connect=False, extra=extra,
+                    nic_queues=sc.queues if target_net else None,
+                    **sc.target_disk_opts(h))
+        # No monitor to ask yet: the cpr socket appearing says it listens.
+        deadline = time.monotonic() + scaled(30)
+        while not h.sock("cpr").exists():
+            if not dst.proc.alive() or time.monotonic() > deadline:
+                raise RuntimeError("cpr-transfer target did not open its cpr channel")
+            time.sleep(0.01)
+        src.set_migration(sc.caps, {**sc.params, "mode": "cpr-transfer"})
+        t = time.monotonic()
+        src.mon.cmd("migrate", channels=main + [{"channel-type": "cpr", "addr": cpr}])
+        dst.connect()
+        sc.target_started(h, dst)
+        dst.set_migration(sc.caps, sc.params)
+        dst.mon.cmd("migrate-incoming", channels=main)
+        return dst, t
+
+    def target_running(self, dst):
+        # The target may resume before its monitor is up (the RESUME event
+        # then went nowhere): the time it was first seen running.
+        return wait_running(dst)
+
+
+# Backend parts: what serves the disk (h.qsd), with the source's socket.
+
+@dataclass
+class Qsd(Part):
+    """qemu-storage-daemon with export exp0 at the source's socket;
+    iops_limit throttles it (requests stay in it: a slow backend)."""
+    iops_limit: Optional[int] = None
+
+    def setup(self, h):
+        h.qsd = hn.Storage(h, h.image, self.iops_limit)
+        h.qsd.add_export("exp0", h.sock(SOURCE_DISK))
+
+
+@dataclass
+class Contrib(Part):
+    """contrib/vhost-user-blk: it tracks its requests in an inflight region
+    (F_INFLIGHT_SHMFD), which a session handover hands over too.  It
+    completes each request before it reads the next message, so nothing is
+    in flight at the switchover: this shows that the region comes along,
+    not what a re-submission would do.  It serves one connection and exits
+    when that closes."""
+
+    def setup(self, h):
+        h.qsd = hn.ContribBlk(h, h.image, h.sock(SOURCE_DISK))
+
+
+@dataclass
+class Scenario:
+    """A local upgrade: a name and its parts.  Each hook runs on the parts in
+    order (network, disk, ram, backend); see the module's docstring."""
+    name: str
+    network: Tap
+    disk: Part
+    ram: Part
+    backend: Part
+    # More options for the source QEMU only (e.g. a device the target lacks).
+    source_extra: tuple = ()
+
+    @property
+    def parts(self):
+        return (self.network, self.disk, self.ram, self.backend)
+
+    @property
+    def queues(self):
+        return self.network.queues
+
+    @property
+    def mq(self):
+        return self.queues > 1
+
+    @property
+    def cpr(self):
+        return self.ram.cpr
+
+    @property
+    def caps(self):
+        return {**self.ram.caps, "events": True}
+
+    @property
+    def params(self):
+        return {k: v for p in self.parts for k, v in p.params.items()}
+
+    @property
+    def quiesce_disk(self):
+        """Pause the guest's writer across each upgrade (see upgrade())."""
+        return self.disk.quiesced
+
+    @property
+    def host_switch(self):
+        """What management does on the host once the migration has
+        completed (for reports)."""
+        kept = [p.kept for p in self.parts if p.kept]
+        return self.network.host_switch + (f" ({', '.join(kept)})" if kept else "")
+
+    def setup(self, h):
+        for p in self.parts:
+            p.setup(h)
+
+    def source_started(self, h, src):
+        for p in self.parts:
+            p.source_started(h, src)
+
+    def pre_migrate(self, h):
+        for p in self.parts:
+            p.pre_migrate(h)
+
+    def target_started(self, h, dst):
+        for p in self.parts:
+            p.target_started(h, dst)
+
+    def post_migrate(self, h):
+        for p in self.parts:
+            p.post_migrate(h)
+
+    def check(self, r):
+        for p in self.parts:
+            p.check(r)
+
+    def source_net(self, h):
+        return self.network.source_net(h)
+
+    def target_net(self, h, queues=None):
+        """queues: another count than the source's (the failure tests)."""
+        return self.network.target_net(h, queues)
+
+    def source_disk(self, h):
+        return h.sock(SOURCE_DISK)
+
+    def source_disk_opts(self, h):
+        return self.disk.source_disk_opts(h)
+
+    def target_disk(self, h):
+        return self.disk.target_disk(h)
+
+    def target_disk_opts(self, h):
+        return self.disk.target_disk_opts(h)
+
+    def machine(self):
+        return self.ram.machine()
+
+    def migrate(self, h, src, extra=(), target_net=None, role="dst", uri=None,
+                incoming_args=None):
+        """Start the target and the migration; return the target Vm and the
+        host time of the migrate command.  extra, target_net: a different
+        target (extra QEMU options, another -netdev on the source's
+        virtio-net device) for the failure tests.  role: the target's name
+        (its logs and agent socket), a new one per upgrade when a VM is
+        upgraded repeatedly.  uri: where the source migrates to instead of
+        the target's socket (a Proxy's); incoming_args: more
+        migrate-incoming arguments (e.g. exit-on-error).  Neither under
+        cpr-transfer, which refuses them (ValueError)."""
+        return self.ram.migrate(self, h, src, extra, target_net, role, uri, incoming_args)
+
+    def target_running(self, dst):
+        return self.ram.target_running(dst)
+
+
+# Name -> parts (network, disk, ram, backend), for scenario(), bench.py and
+# demo.py.  The parts here are templates: scenario() gives each scenario
+# its own copies, which keep its state (e.g. the upgrades so far).
 SCENARIOS = {
-    "baseline": Baseline,
-    "baseline-cpr": lambda: Baseline(cpr=True),
-    "tap-migrate-fds": TapHandover,
+    # What management must do today: a new tap and a second export.
+    "baseline": (NewTap(), SecondExport(), SharedFile(), Qsd()),
+    "baseline-cpr": (NewTap(), SecondExport(), CprTransfer(), Qsd()),
     # The baseline with the tap opened inside the downtime.
-    "tap-fallback-open": TapFallbackOpen,
+    "tap-fallback-open": (FallbackOpen(), SecondExport(), SharedFile(), Qsd()),
     # The disk's figures of the vhost-user-blk handover compare with the
     # baseline's on the same (throttled) daemon.
-    "baseline-throttled": lambda: Baseline(iops_limit=THROTTLED_IOPS),
-    "vhost-user-blk-migrate-fds": VubHandover,
-    "tap-migrate-fds-cpr": lambda: TapHandover(cpr=True),
-    "vhost-user-blk-migrate-fds-cpr": lambda: VubHandover(cpr=True),
+    "baseline-throttled": (NewTap(), SecondExport(), SharedFile(), Qsd(THROTTLED_IOPS)),
+    "tap-migrate-fds": (TapHandover(), SecondExport(quiesced=True), SharedFile(), Qsd()),
+    "tap-migrate-fds-cpr": (TapHandover(), SecondExport(quiesced=True), CprTransfer(), Qsd()),
+    # The daemon throttled, so that requests are inside it at the
+    # switchover: the case in which today's path loses completions.
+    "vhost-user-blk-migrate-fds": (TapHandover(), SessionHandover(), SharedFile(),
+                                   Qsd(THROTTLED_IOPS)),
+    "vhost-user-blk-migrate-fds-cpr": (TapHandover(), SessionHandover(), CprTransfer(),
+                                       Qsd(THROTTLED_IOPS)),
+    "vhost-user-blk-migrate-fds-contrib": (TapHandover(), SessionHandover(), SharedFile(),
+                                           Contrib()),
+    "vhost-user-blk-target-only": (TapHandover(), TargetOnly(quiesced=True), SharedFile(),
+                                   Qsd()),
 }
+
+
+def scenario(name, queues=1):
+    """A new scenario of SCENARIOS; queues: the tap's."""
+    network, disk, ram, backend = SCENARIOS[name]
+    return Scenario(name, replace(network, queues=queues), replace(disk), replace(ram),
+                    replace(backend))
 
 
 def stream_figures(s):
     """Sent, lost and the longest gap between replies (ms), plus the
-    per-sequence arrivals for plots."""
+    per-sequence arrivals for plots, of the stream's record s (Stream.stop())."""
     sent_t, recv = s["sent_t"], s["recv"]
     times = sorted(recv.values())
     gaps = [(b - a, a) for a, b in zip(times, times[1:])]
     gap, gap_at = max(gaps) if gaps else (0.0, None)
-    return {
-        "sent": len(sent_t),
-        "received": len(recv),
-        "lost": len(sent_t) - len(recv),
-        "gap_ms": gap * 1000,
-        "gap_at": gap_at,
-        "arrivals": [(seq, t, recv.get(seq)) for seq, t in enumerate(sent_t)],
-    }
+    return StreamFigures(
+        sent=len(sent_t),
+        received=len(recv),
+        lost=len(sent_t) - len(recv),
+        gap_ms=gap * 1000,
+        gap_at=gap_at,
+        arrivals=[(seq, t, recv.get(seq)) for seq, t in enumerate(sent_t)],
+    )
 
 
 def wait_running(vm, timeout=30):
@@ -419,13 +557,13 @@ def parse_kv(line):
 
 def run(h, sc, settle=1.0, after=2.0):
     """Boot the VM under scenario sc in harness h, start the stream and the
-    writer, do the local upgrade, and return the figures (a dict).
+    writer, do the local upgrade, and return the figures (a RunResult).
 
     settle: seconds of steady traffic and I/O before the migration;
     after: seconds after the switch before the stream and writer stop.
     """
-    r = {"scenario": sc.name, "multi_queue": sc.mq, "t": {}}
-    t = r["t"]
+    r = RunResult(scenario=sc.name, multi_queue=sc.mq)
+    t = r.t
     sc.setup(h)
     src = boot_source(h, sc, r)
     start_writer(src)
@@ -433,34 +571,34 @@ def run(h, sc, settle=1.0, after=2.0):
     stream.wait_ready()
     time.sleep(settle)
 
-    r["links_before"] = h.ns.links()
-    r["source_tap_fds"] = hn.tap_fds(src.pid())
+    r.links_before = h.ns.links()
+    r.source_tap_fds = hn.tap_fds(src.pid())
     dst = upgrade(h, sc, src, r)
     # The host's interfaces once the source is gone, and who holds them.
-    r["links_after"] = h.ns.links()
-    r["target_tap_fds"] = hn.tap_fds(dst.pid())
-    r["target_network"] = dst.hmp("info network")
-    r["target_vhost_protocol"] = vhost_protocol(dst)
+    r.links_after = h.ns.links()
+    r.target_tap_fds = hn.tap_fds(dst.pid())
+    r.target_network = dst.hmp("info network")
+    r.target_vhost_protocol = vhost_protocol(dst)
 
     # Writes the guest has completed so far (a guest counter, so it carried
     # over): the writer must go on adding to it on the target.
-    r["writes_at_switch"] = guest_writes(dst)
-    r["records_at_switch"] = guest_records_written(dst)
+    r.writes_at_switch = guest_writes(dst)
+    r.records_at_switch = guest_records_written(dst)
     time.sleep(after)
-    r.update(stream_figures(stream.stop()))
-    r["writes_after"] = guest_writes(dst)
+    r.set_stream(stream_figures(stream.stop()))
+    r.writes_after = guest_writes(dst)
     # Where the longest gap goes: the switch itself (source stopped ->
     # target running) and the new process getting going (target running ->
     # the first reply it sends), which under TCG is mostly translating the
     # guest's code afresh.
-    after = [tr for _, _, tr in r["arrivals"] if tr is not None and tr >= t["target_running"]]
-    r["switch_ms"] = (t["target_running"] - t["source_stopped"]) * 1000
-    r["first_reply_ms"] = (min(after) - t["target_running"]) * 1000 if after else None
+    after = [tr for _, _, tr in r.arrivals if tr is not None and tr >= t["target_running"]]
+    r.switch_ms = (t["target_running"] - t["source_stopped"]) * 1000
+    r.first_reply_ms = (min(after) - t["target_running"]) * 1000 if after else None
     t["stream_stopped"] = time.monotonic()
     stop_writer(h, dst, r)
-    r["guest_alive_after"] = dst.agent.run("echo alive").strip() == "alive"
-    r["vhost_user_connections"] = h.qsd.connections()
-    r["backend_panics"] = h.qsd.panics()
+    r.guest_alive_after = dst.agent.run("echo alive").strip() == "alive"
+    r.vhost_user_connections = h.qsd.connections()
+    r.backend_panics = h.qsd.panics()
     sc.check(r)
     return r
 
@@ -479,11 +617,12 @@ def start_writer(vm, run=1):
 
 def stop_writer(h, vm, r, run=1):
     """Stop the guest's writer through vm's agent (the QEMU the guest runs
-    on now) and add to r what it saw: writer (its status line),
-    writer_stuck, records, io_lost, io_errors, io_stall_ms, io_stalls,
-    lost_seqs (the records whose write never completed), and the host's
-    check of the image: records_verified, bad_records, bytes_verified
-    (records of run id run, as start_writer was given)."""
+    on now) and set in r (a RunResult or FaultResult) what it saw: writer
+    (its status line), writer_stuck, records, io_lost, io_errors,
+    io_stall_ms, io_stalls, lost_seqs (the records whose write never
+    completed), and the host's check of the image: records_verified,
+    bad_records, bytes_verified (records of run id run, as start_writer
+    was given)."""
     # Wait for the writer's final status, not for its exit: a writer with
     # completions lost at the switchover gives up draining after 20 s but
     # may then hang in the kernel on the writes still in flight; its last
@@ -495,38 +634,39 @@ def stop_writer(h, vm, r, run=1):
     if summary is None:
         raise RuntimeError(f"writer gave no status: {out}")
     w = parse_kv(summary)
-    r["writer"] = w
-    r["writer_stuck"] = w["state"] != "final"
-    r["records"] = int(w["records"])
-    r["io_lost"] = int(w["lost"])
-    r["io_errors"] = int(w["errors"])
-    r["io_stall_ms"] = float(w["max_stall_ms"])
+    r.writer = w
+    r.writer_stuck = w["state"] != "final"
+    r.records = int(w["records"])
+    r.io_lost = int(w["lost"])
+    r.io_errors = int(w["errors"])
+    r.io_stall_ms = float(w["max_stall_ms"])
     # Every completion gap over 20 ms (guest clock, ms since the writer
     # started): shows whether the worst stall is one outage or several.
     out = vm.agent.run(f"awk 'NR > 1 && $2 - p > 20000 {{ print p / 1000, ($2 - p) / 1000 }} "
                        f"{{ p = $2 }}' {WRITER_LOG}", check=False)
-    r["io_stalls"] = [tuple(map(float, ln.split())) for ln in out.splitlines()
+    r.io_stalls = [tuple(map(float, ln.split())) for ln in out.splitlines()
                       if re.fullmatch(r"[0-9.]+ [0-9.]+", ln.strip())]
     # Which writes never completed: the records the writer submitted that
     # its completion log lacks (the first 1000).
-    out = vm.agent.run(f"awk -v n={r['records']} '{{ done[$1] = 1 }} END {{ "
+    out = vm.agent.run(f"awk -v n={r.records} '{{ done[$1] = 1 }} END {{ "
                        f"for (i = 0; i < n && k < 1000; i++) if (!(i in done)) {{ print i; k++ }} }}' "
                        f"{WRITER_LOG}", check=False)
-    r["lost_seqs"] = [int(ln) for ln in out.split() if ln.isdigit()]
-    good, bad = check_image(h.image, r["records"], run)
-    r["records_verified"] = good
-    r["bad_records"] = bad
-    r["bytes_verified"] = good * 4096
+    r.lost_seqs = [int(ln) for ln in out.split() if ln.isdigit()]
+    good, bad = check_image(h.image, r.records, run)
+    r.records_verified = good
+    r.bad_records = bad
+    r.bytes_verified = good * 4096
 
 
 def upgrade(h, sc, src, r, role="dst"):
     """One local upgrade of the VM src runs, under scenario sc: pre_migrate,
     the target started and migrated to, post_migrate on the completion
     event, the source told to quit once stopped and the target running.
-    Returns the target Vm; adds to r the migration (query-migrate on the
-    source), downtime_ms, target_status and source_exit, and to r["t"] the
-    host times of migrate, completed, switched, source_stopped,
-    target_running and source_gone.  role: the target's name.
+    Returns the target Vm; sets in r (a RunResult) the migration
+    (query-migrate on the source), downtime_ms, target_status and
+    source_exit, and in r.t the host times of migrate, completed,
+    switched, source_stopped, target_running and source_gone.  role: the
+    target's name.
     source_exit is the source's exit status if it quit by itself (0: a
     clean exit), None if it had to be stopped (see Vm.quit).
 
@@ -534,7 +674,7 @@ def upgrade(h, sc, src, r, role="dst"):
     of an earlier one, whose own MIGRATION "completed" (and RESUME) are
     still queued on its monitor; they are dropped before the migration
     starts, and each wait consumes the event it matched."""
-    t = r["t"]
+    t = r.t
     src.mon.discard_events()
     if sc.quiesce_disk:
         pause_writer(src)
@@ -551,19 +691,13 @@ def upgrade(h, sc, src, r, role="dst"):
     t["switched"] = time.monotonic()
     stop = src.mon.wait_event(lambda e: e["event"] == "STOP", timeout=5)
     t["source_stopped"] = hn.event_time(stop)
-    if not sc.cpr:
-        resume = dst.mon.wait_event(lambda e: e["event"] == "RESUME")
-        t["target_running"] = hn.event_time(resume)
-    else:
-        # A cpr-transfer target may resume before its monitor is up (the
-        # RESUME event then went nowhere): the time it was first seen running.
-        t["target_running"] = wait_running(dst)
+    t["target_running"] = sc.target_running(dst)
     if sc.quiesce_disk:
         resume_writer(dst)
-    r["migration"] = src.mon.cmd("query-migrate")
-    r["downtime_ms"] = r["migration"].get("downtime")
-    r["target_status"] = dst.mon.cmd("query-status")["status"]
-    r["source_exit"] = src.quit()
+    r.migration = src.mon.cmd("query-migrate")
+    r.downtime_ms = r.migration.get("downtime")
+    r.target_status = dst.mon.cmd("query-status")["status"]
+    r.source_exit = src.quit()
     t["source_gone"] = time.monotonic()
     return dst
 
@@ -584,8 +718,9 @@ def resume_writer(vm):
 
 
 def boot_source(h, sc, r):
-    """Start the source QEMU, boot the guest, start its UDP echo."""
-    t = r["t"]
+    """Start the source QEMU, boot the guest, start its UDP echo; the
+    times of the boot go to r.t."""
+    t = r.t
     src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine(),
                 extra=sc.source_extra, **sc.source_disk_opts(h))
     sc.source_started(h, src)
@@ -688,7 +823,7 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
     off), so that what it still holds can be seen before it is told to
     quit; else it exits as by default.
 
-    Returns r: outcome ("source", "target" or "none"), running (the roles
+    Returns r, a FaultResult: outcome ("source", "target" or "none"), running (the roles
     that run the guest once it is decided), migration_status (the
     source's), target_fate, what each side held (tap fds and fd counts,
     before the attempt, at the point, after), what the survivor's guest
@@ -700,8 +835,8 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
     assert point in POINTS and fault in FAULTS, (point, fault)
     own = fault in ("load-fails", "nic-rejects", "out-of-fds")
     assert point == "load" or not own, f"{fault} strikes at load"
-    r = {"scenario": f"{sc.name}-{point}-{fault}", "point": point, "fault": fault, "t": {}}
-    t = r["t"]
+    r = FaultResult(scenario=f"{sc.name}-{point}-{fault}", point=point, fault=fault)
+    t = r.t
     if fault == "load-fails":
         sc.source_extra = LOAD_FAILS_DEVICE
     sc.setup(h)
@@ -713,10 +848,10 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
     time.sleep(0.5)
     if io and sc.quiesce_disk:
         pause_writer(src)
-    r["links_before"] = h.ns.links()
-    r["source_tap_fds_before"] = hn.tap_fds(src.pid())
-    r["source_fds_before"] = hn.proc_usage(src.pid())["fds"]
-    r["tap_txqlen"] = next(l["txqlen"] for l in json.loads(h.ns.ip("-j", "link", "show"))
+    r.links_before = h.ns.links()
+    r.source_tap_fds_before = hn.tap_fds(src.pid())
+    r.source_fds_before = hn.proc_usage(src.pid())["fds"]
+    r.tap_txqlen = next(l["txqlen"] for l in json.loads(h.ns.ip("-j", "link", "show"))
                            if l["ifname"] == "tap0")
     t["attempt"] = time.monotonic()
     sc.pre_migrate(h)
@@ -732,8 +867,8 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
     started = sc.target_started
 
     def target_started(h, dst):
-        r["target_fds_at_start"] = hn.proc_usage(dst.pid())["fds"]
-        r["target_fd_kinds_at_start"] = hn.fd_kinds(dst.pid())
+        r.target_fds_at_start = hn.proc_usage(dst.pid())["fds"]
+        r.target_fd_kinds_at_start = hn.fd_kinds(dst.pid())
         started(h, dst)
 
     sc.target_started = target_started
@@ -754,7 +889,7 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
         assert ev["data"]["status"] == "pre-switchover", src.mon.cmd("query-migrate")
         t["source_stopped"] = hn.event_time(src.mon.wait_event(lambda e: e["event"] == "STOP",
                                                               timeout=5))
-        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
+        r.target_tap_fds_at_point = hn.tap_fds(dst.pid())
         if fault == "target-kill":
             kill(dst)
         elif fault == "source-kill":
@@ -767,25 +902,25 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
             n = hn.proc_usage(dst.pid())["fds"]
             _, hard = resource.prlimit(dst.pid(), resource.RLIMIT_NOFILE)
             resource.prlimit(dst.pid(), resource.RLIMIT_NOFILE, (n + 1, hard))
-            r["target_fd_limit"] = n + 1
+            r.target_fd_limit = n + 1
         if fault not in ("cancel", "source-kill"):
             src.mon.cmd("migrate-continue", state="pre-switchover")
     if src.proc.alive():
         done = _migration_event(src, "completed", "failed", "cancelled")
-        r["migration_status"] = done["data"]["status"]
+        r.migration_status = done["data"]["status"]
         t["ended"] = hn.event_time(done)
     if "source_stopped" not in t and src.proc.alive():
         t["source_stopped"] = hn.event_time(src.mon.wait_event(lambda e: e["event"] == "STOP",
                                                               timeout=5))
     if proxy and proxy.hold:
         proxy.wait_held()
-        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
-        r["fds_in_stream"] = proxy.fds_sent
-        r["fds_forwarded_at_point"] = proxy.fds_forwarded
+        r.target_tap_fds_at_point = hn.tap_fds(dst.pid())
+        r.fds_in_stream = proxy.fds_sent
+        r.fds_forwarded_at_point = proxy.fds_forwarded
         if fault in ("target-kill", "source-kill"):
             kill(dst if fault == "target-kill" else src)
         elif fault == "cancel":
-            r["cancel_reply"] = src.mon.cmd("migrate_cancel")
+            r.cancel_reply = src.mon.cmd("migrate_cancel")
         if fault in ("target-kill", "socket-closed"):
             proxy.cut()
         else:
@@ -793,23 +928,23 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
     elif point in ("loaded", "running"):
         fate = _target_fate(dst)
         assert fate == "loaded", f"the -S target: {fate}"
-        r["target_tap_fds_at_point"] = hn.tap_fds(dst.pid())
+        r.target_tap_fds_at_point = hn.tap_fds(dst.pid())
         if point == "running":
             dst.mon.cmd("cont")
             dst.mon.wait_event(lambda e: e["event"] == "RESUME")
         if fault in ("target-kill", "source-kill"):
             kill(dst if fault == "target-kill" else src)
         elif fault == "cancel":
-            r["cancel_reply"] = src.mon.cmd("migrate_cancel")
+            r.cancel_reply = src.mon.cmd("migrate_cancel")
         else:
             raise ValueError(f"{fault} at {point}")
     # Compatibility: the target's tap fds when the fault struck.
-    r["target_tap_fds"] = r.get("target_tap_fds_at_point")
+    r.target_tap_fds = r.target_tap_fds_at_point
 
     # Management decides from what the target did.
-    r["target_fate"] = fate = _target_fate(dst)
+    r.target_fate = fate = _target_fate(dst)
     if fate == "failed":
-        r["target_error"] = dst.mon.cmd("query-migrate").get("error-desc")
+        r.target_error = dst.mon.cmd("query-migrate").get("error-desc")
 
     def kept_by_failed_target():
         """What a failed load left the target holding, once it has let go
@@ -817,20 +952,20 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
         to 2 s for it)."""
         deadline = time.monotonic() + scaled(2)
         while True:
-            r["failed_target_tap_fds"] = hn.tap_fds(dst.pid())
-            r["failed_target_fds"] = hn.proc_usage(dst.pid())["fds"]
-            if (not r["failed_target_tap_fds"] and
-                    r["failed_target_fds"] <= r["target_fds_at_start"]) or \
+            r.failed_target_tap_fds = hn.tap_fds(dst.pid())
+            r.failed_target_fds = hn.proc_usage(dst.pid())["fds"]
+            if (not r.failed_target_tap_fds and
+                    r.failed_target_fds <= r.target_fds_at_start) or \
                     time.monotonic() > deadline:
                 break
             time.sleep(0.1)
-        r["failed_target_status"] = _status(dst)
+        r.failed_target_status = _status(dst)
         # What it holds that it did not when it started.
         kept = list(hn.fd_kinds(dst.pid()))
-        for k in r["target_fd_kinds_at_start"]:
+        for k in r.target_fd_kinds_at_start:
             if k in kept:
                 kept.remove(k)
-        r["failed_target_kept"] = kept
+        r.failed_target_kept = kept
 
     def finish(vm):
         """Quit a QEMU that does not run the guest (or reap a dead one)."""
@@ -839,79 +974,79 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
         return code
 
     if fate == "loaded" and _status(dst) is not None:
-        vm, r["outcome"] = dst, "target"
+        vm, r.outcome = dst, "target"
         if _status(dst) != "running":
             dst.mon.cmd("cont")
     elif point == "running" or _status(src) is None:
-        vm, r["outcome"] = None, "none"
+        vm, r.outcome = None, "none"
         # The source must not resume on its own: give it the time to.
         time.sleep(1.0)
     else:
-        vm, r["outcome"] = src, "source"
+        vm, r.outcome = src, "source"
         # A target that is still there once its load failed can never run
         # the guest: the source goes on at once (the outage stays short),
         # the failed target quits after (beside the running source); any
         # other is gone first, as management makes sure.
         if fate != "failed":
-            r["target_exit"] = finish(dst)
+            r.target_exit = finish(dst)
         status = _status(src)
-        r["source_status_after_failure"] = status
-        r["cont_needed"] = status != "running"
-        if r["cont_needed"]:
+        r.source_status_after_failure = status
+        r.cont_needed = status != "running"
+        if r.cont_needed:
             src.mon.cmd("cont")
         if fate == "failed":
             kept_by_failed_target()
-            r["target_exit"] = finish(dst)
+            r.target_exit = finish(dst)
     if vm is not None:
         t["survivor_running"] = wait_running(vm)
-    r["statuses"] = {"src": _status(src), "dst": _status(dst)}
-    r["running"] = sorted(k for k, v in r["statuses"].items() if v == "running")
+    r.statuses = {"src": _status(src), "dst": _status(dst)}
+    r.running = sorted(k for k, v in r.statuses.items() if v == "running")
     if vm is not src:
-        r["source_exit"] = finish(src)
-    if vm is not dst and "target_exit" not in r:
-        r["target_exit"] = finish(dst)
-    r["target_log"] = (h.dir / "qemu-dst.log").read_text(errors="replace")
+        r.source_exit = finish(src)
+    # (A source that goes on had its target quit above.)
+    if vm is None:
+        r.target_exit = finish(dst)
+    r.target_log = (h.dir / "qemu-dst.log").read_text(errors="replace")
     if vm is src:
         t["source_running"] = t["survivor_running"]
     if vm is not None and io:
         if sc.quiesce_disk:
             resume_writer(vm)
-        r["writes_at_recovery"] = guest_writes(vm)
+        r.writes_at_recovery = guest_writes(vm)
     time.sleep(after)
-    r.update(stream_figures(stream.stop()))
-    r["links_after"] = h.ns.links()
+    r.set_stream(stream_figures(stream.stop()))
+    r.links_after = h.ns.links()
     if io:
-        r["vhost_user_connections"] = h.qsd.connections()
+        r.vhost_user_connections = h.qsd.connections()
     if vm is None:
-        r["survivor_exit"] = None
         return r
-    after_t = [tr for _, _, tr in r["arrivals"] if tr is not None and tr > t["survivor_running"]]
-    r["replies_after_recovery"] = len(after_t)
+    after_t = [tr for _, _, tr in r.arrivals if tr is not None and tr > t["survivor_running"]]
+    r.replies_after_recovery = len(after_t)
     first = min(after_t, default=None)
-    r["late_losses"] = [seq for seq, ts, tr in r["arrivals"]
+    r.late_losses = [seq for seq, ts, tr in r.arrivals
                         if tr is None and (first is None or ts > first)]
-    r["early_losses"] = [seq for seq, ts, tr in r["arrivals"] if tr is None and ts < t["attempt"]]
+    r.early_losses = [seq for seq, ts, tr in r.arrivals if tr is None and ts < t["attempt"]]
     # While no QEMU reads the tap, its queue (txqlen packets, at 1 kHz as
     # many ms) holds the stream; only once it is full may datagrams go.
     # Lost earlier in the outage: something read them and lost them.
     if "source_stopped" in t:
-        full = t["source_stopped"] + 0.9 * r["tap_txqlen"] / 1000
-        r["outage_losses_before_full"] = [seq for seq, ts, tr in r["arrivals"]
+        full = t["source_stopped"] + 0.9 * r.tap_txqlen / 1000
+        r.outage_losses_before_full = [seq for seq, ts, tr in r.arrivals
                                           if tr is None and t["attempt"] <= ts < full]
-    r["survivor_tap_fds"] = hn.tap_fds(vm.pid())
-    r["survivor_network"] = vm.hmp("info network")
+    r.survivor_tap_fds = hn.tap_fds(vm.pid())
+    r.survivor_network = vm.hmp("info network")
     if vm is src:
-        r["source_tap_fds_after"] = r["survivor_tap_fds"]
-        r["source_network"] = r["survivor_network"]
+        r.source_tap_fds_after = r.survivor_tap_fds
+        r.source_network = r.survivor_network
     if io:
-        r["writes_after"] = guest_writes(vm)
+        r.writes_after = guest_writes(vm)
         stop_writer(h, vm, r)
-        r["vhost_user_connections"] = h.qsd.connections()
-    r["guest_alive_after"] = vm.agent.run("echo alive").strip() == "alive"
-    r["survivor_fds"] = hn.proc_usage(vm.pid())["fds"]
-    r["survivor_exit"] = vm.quit()
+        r.vhost_user_connections = h.qsd.connections()
+    r.guest_alive_after = vm.agent.run("echo alive").strip() == "alive"
+    r.survivor_fds = hn.proc_usage(vm.pid())["fds"]
+    r.survivor_exit = vm.quit()
     if vm is src:
-        r["source_exit"] = r["survivor_exit"]
+        r.source_exit = r.survivor_exit
     return r
 
 
@@ -938,8 +1073,8 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
     else:
         raise ValueError(how)
     r = run_fault(h, sc, point, fault, after=after, io=io, keep_failed_target=False)
-    assert r["outcome"] == "source", r["outcome"]
-    r["scenario"] = f"{sc.name}-{how}"
+    assert r.outcome == "source", r.outcome
+    r.scenario = f"{sc.name}-{how}"
     return r
 
 

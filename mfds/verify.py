@@ -49,15 +49,15 @@ def check_second_export_disk(r):
     known defect excuses a loss here: only the baseline, which runs no code
     of the series, may report one (known_second_export_defect)."""
     msg = io_summary(r)
-    assert r["vhost_user_connections"] == 2, msg
-    assert r["backend_panics"] == [], msg
+    assert r.vhost_user_connections == 2, msg
+    assert r.backend_panics == [], msg
     assert_records_intact(r, msg)
-    assert r["writes_after"] > r["writes_at_switch"], msg
+    assert r.writes_after > r.writes_at_switch, msg
 
 
 def known_second_export_defect(r, depth):
     """The disk of the baseline (QEMU 10.2.2's local upgrade, no code of
-    the series: r["scenario"] must be a baseline), a second export.  The
+    the series: r.scenario must be a baseline), a second export.  The
     source's stop of the vrings (GET_VRING_BASE) while the daemon still
     holds requests can lose their completions; the daemon may then also
     panic on the old connection writing the call eventfd it closed
@@ -75,36 +75,36 @@ def known_second_export_defect(r, depth):
     panic (its log says so), and every record but the failed and lost ones
     reads back intact, none before the first lost one bad.  Without
     either, as check_second_export_disk."""
-    assert r["scenario"].startswith("baseline"), \
-        f"{r['scenario']}: only the baseline may report the known defect of today's path"
+    assert r.scenario.startswith("baseline"), \
+        f"{r.scenario}: only the baseline may report the known defect of today's path"
     msg = io_summary(r)
-    assert r["vhost_user_connections"] == 2, msg
-    assert r["records"] > 0, msg
-    assert not r["writer_stuck"], msg
-    if not r["io_lost"] and not r["io_errors"]:
-        assert r["backend_panics"] == [], msg
-        assert r["bad_records"] == [], msg
-        assert r["records_verified"] == r["records"], msg
-        assert r["writes_after"] > r["writes_at_switch"], msg
+    assert r.vhost_user_connections == 2, msg
+    assert r.records > 0, msg
+    assert not r.writer_stuck, msg
+    if not r.io_lost and not r.io_errors:
+        assert r.backend_panics == [], msg
+        assert r.bad_records == [], msg
+        assert r.records_verified == r.records, msg
+        assert r.writes_after > r.writes_at_switch, msg
         return None
-    lost = r["lost_seqs"]
-    assert len(lost) == r["io_lost"], f"the writer's log lists {lost} as lost: {msg}"
-    assert r["io_lost"] <= depth, f"more writes lost than were in flight: {msg}"
-    bound = r["records_at_switch"] + depth
+    lost = r.lost_seqs
+    assert len(lost) == r.io_lost, f"the writer's log lists {lost} as lost: {msg}"
+    assert r.io_lost <= depth, f"more writes lost than were in flight: {msg}"
+    bound = r.records_at_switch + depth
     late = [s for s in lost if s >= bound]
     assert not late, (f"writes {late} were lost, submitted after the switchover "
                       f"(records {bound} on): {msg}")
-    defect = f"{r['io_lost']} completions lost at the switchover (records {lost})"
-    if r["io_errors"]:
-        assert r["backend_panics"], f"writes failed, the daemon did not panic: {msg}"
-        assert r["records"] - r["records_verified"] <= r["io_errors"] + r["io_lost"], msg
-        assert not lost or min(r["bad_records"], default=r["records"]) >= min(lost), msg
-        defect += (f", then the daemon's {r['backend_panics'][0].strip()!r} and "
-                   f"{r['io_errors']} writes failed after it")
+    defect = f"{r.io_lost} completions lost at the switchover (records {lost})"
+    if r.io_errors:
+        assert r.backend_panics, f"writes failed, the daemon did not panic: {msg}"
+        assert r.records - r.records_verified <= r.io_errors + r.io_lost, msg
+        assert not lost or min(r.bad_records, default=r.records) >= min(lost), msg
+        defect += (f", then the daemon's {r.backend_panics[0].strip()!r} and "
+                   f"{r.io_errors} writes failed after it")
     else:
-        assert r["bad_records"] == [], msg
-        assert r["records_verified"] == r["records"], msg
-    return (f"second export: {defect}; {r['records_at_switch']} records written when the "
+        assert r.bad_records == [], msg
+        assert r.records_verified == r.records, msg
+    return (f"second export: {defect}; {r.records_at_switch} records written when the "
             f"target ran: the known defect of today's path (issue 6)")
 
 
@@ -119,23 +119,23 @@ def xfail_on_known_second_export_defect(r, depth):
 
 def assert_guest_answers_after(r, event):
     """The guest's network came back: a reply arrived after the time
-    r["t"][event], and the guest agent answered at the end of the run."""
-    last_reply = max(t for _, _, t in r["arrivals"] if t is not None)
-    assert last_reply > r["t"][event]
-    assert r["guest_alive_after"]
+    r.t[event], and the guest agent answered at the end of the run."""
+    last_reply = max(t for _, _, t in r.arrivals if t is not None)
+    assert last_reply > r.t[event]
+    assert r.guest_alive_after
 
 
 def io_summary(r):
     """What the guest's writer saw, in one line (for logs and assertion
     messages)."""
-    w = r["writer"]
-    return (f"{r['records']} records, {r['records_verified']} verified intact "
-            f"(bad: {r['bad_records']}), {r['io_lost']} completions lost"
-            f"{' (records ' + str(r['lost_seqs']) + ')' if r.get('lost_seqs') else ''}, "
-            f"{r['io_errors']} writes failed, "
-            f"writer {'stuck' if r['writer_stuck'] else 'done'}; "
-            f"longest I/O stall {r['io_stall_ms']:.1f} ms at {w['stall_at_ms']} ms, "
-            f"stalls over 20 ms (at ms, ms): {r['io_stalls']}")
+    w = r.writer
+    return (f"{r.records} records, {r.records_verified} verified intact "
+            f"(bad: {r.bad_records}), {r.io_lost} completions lost"
+            f"{' (records ' + str(r.lost_seqs) + ')' if r.lost_seqs else ''}, "
+            f"{r.io_errors} writes failed, "
+            f"writer {'stuck' if r.writer_stuck else 'done'}; "
+            f"longest I/O stall {r.io_stall_ms:.1f} ms at {w['stall_at_ms']} ms, "
+            f"stalls over 20 ms (at ms, ms): {r.io_stalls}")
 
 
 def assert_every_write_completed(r):
@@ -152,12 +152,12 @@ def assert_every_write_completed(r):
 def assert_records_intact(r, msg):
     """Every record the guest wrote reads back intact, none lost or failed,
     and the writer did not get stuck."""
-    assert r["records"] > 0, msg
-    assert r["bad_records"] == [], msg
-    assert r["records_verified"] == r["records"], msg
-    assert r["io_lost"] == 0, msg
-    assert r["io_errors"] == 0, msg
-    assert not r["writer_stuck"], msg
+    assert r.records > 0, msg
+    assert r.bad_records == [], msg
+    assert r.records_verified == r.records, msg
+    assert r.io_lost == 0, msg
+    assert r.io_errors == 0, msg
+    assert not r.writer_stuck, msg
 
 
 def make_downscript(h, role):

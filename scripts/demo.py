@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's root: mfds
 from mfds import harness, paths  # noqa: E402
-from mfds.scenario import SCENARIOS, run  # noqa: E402
+from mfds.scenario import SCENARIOS, run, scenario  # noqa: E402
 
 OUT = paths.ROOT / "work/demo"
 DEFAULT = ["vhost-user-blk-migrate-fds", "baseline-throttled"]
@@ -45,10 +45,10 @@ DESCRIPTIONS = {
 
 
 def marks(r, sc):
-    t = r["t"]
+    t = r.t
     m = [("migrate", t["migrate"]), ("source stopped", t["source_stopped"]),
          ("target running", t["target_running"])]
-    if r["links_after"] != r["links_before"]:
+    if r.links_after != r.links_before:
         m.append(("host switched", t["switched"]))
     m.append(("source exited", t["source_gone"]))
     return m
@@ -60,19 +60,19 @@ def plot(results):
     lines; one panel each, same window."""
     ms = lambda t, t0: (t - t0) * 1000  # noqa: E731
     lo = -250.0
-    hi = max(max(ms(r["t"]["source_gone"], r["t"]["migrate"]),
-                 ms(r["gap_at"], r["t"]["migrate"]) + r["gap_ms"]) for r, _ in results) + 400
+    hi = max(max(ms(r.t["source_gone"], r.t["migrate"]),
+                 ms(r.gap_at, r.t["migrate"]) + r.gap_ms) for r, _ in results) + 400
     n = len(results)
     # One y scale for all panels, so that they compare at a glance.
-    ymax = max((tr - ts) * 1000 for r, _ in results for _, ts, tr in r["arrivals"]
-               if tr is not None and lo <= ms(ts, r["t"]["migrate"]) <= hi)
+    ymax = max((tr - ts) * 1000 for r, _ in results for _, ts, tr in r.arrivals
+               if tr is not None and lo <= ms(ts, r.t["migrate"]) <= hi)
     panels, tmp = [], []
     for i, (r, sc) in enumerate(results):
-        t0 = r["t"]["migrate"]
+        t0 = r.t["migrate"]
         got, lost = OUT / f"received-{i}.dat", OUT / f"lost-{i}.dat"
         tmp += [got, lost]
         with open(got, "w") as g, open(lost, "w") as l:
-            for seq, ts, tr in r["arrivals"]:
+            for seq, ts, tr in r.arrivals:
                 x = ms(ts, t0)
                 if lo <= x <= hi:
                     if tr is None:
@@ -87,7 +87,7 @@ def plot(results):
         panels.append(f"""
 unset arrow
 unset label
-set title "{r['scenario']}: {r['lost']} lost, longest gap {r['gap_ms']:.0f} ms, QEMU downtime {r['downtime_ms']} ms\\n{sc.host_switch}"
+set title "{r.scenario}: {r.lost} lost, longest gap {r.gap_ms:.0f} ms, QEMU downtime {r.downtime_ms} ms\\n{sc.host_switch}"
 {arrows}
 {'set xlabel "send time, ms from the migrate command"' if i == n - 1 else 'unset xlabel'}
 plot "{got}" using 1:2 with points pt 7 ps 0.4 lc rgb "#1f77b4" title "reply received", \\
@@ -115,10 +115,10 @@ def links(d):
 
 
 def report(name, sc, r):
-    t = r["t"]
+    t = r.t
     t0 = t["migrate"]
     rel = lambda k: (t[k] - t0) * 1000  # noqa: E731
-    held = sorted(set(r["target_tap_fds"]))
+    held = sorted(set(r.target_tap_fds))
     events = sorted([(0.0, "migrate issued to the source QEMU"),
                      (rel("source_stopped"), "source paused (guest stopped)"),
                      (rel("completed"), "migration completed"),
@@ -131,15 +131,15 @@ Local upgrade: {name}
   guest booted in {t['booted'] - t['boot_start']:.1f} s; stream and writer running, then:
   timeline (ms from the migrate command)
 {timeline}
-  QEMU downtime (query-migrate): {r['downtime_ms']} ms
-  network: {r['sent']} datagrams at 1 kHz, {r['lost']} lost, longest gap between replies {r['gap_ms']:.1f} ms
-           (gap began at {(r['gap_at'] - t0) * 1000:.1f} ms)
-  host:    taps before {links(r['links_before'])}; after {links(r['links_after'])}
-           target QEMU holds {len(r['target_tap_fds'])} fd(s) of {', '.join(held) or 'no tap'}"""
-          f"""{' (handed over)' if 'handed over' in r['target_network'] else ''}
-  disk:    {r['records']} records written ({r['records'] * 4096 / 2**20:.1f} MiB), {r['records_verified']} verified intact,
-           {r['io_lost']} writes lost, {r['io_errors']} failed, longest I/O stall {r['io_stall_ms']:.1f} ms (guest clock)
-  backend: {r['vhost_user_connections']} vhost-user connections seen by qemu-storage-daemon""")
+  QEMU downtime (query-migrate): {r.downtime_ms} ms
+  network: {r.sent} datagrams at 1 kHz, {r.lost} lost, longest gap between replies {r.gap_ms:.1f} ms
+           (gap began at {(r.gap_at - t0) * 1000:.1f} ms)
+  host:    taps before {links(r.links_before)}; after {links(r.links_after)}
+           target QEMU holds {len(r.target_tap_fds)} fd(s) of {', '.join(held) or 'no tap'}"""
+          f"""{' (handed over)' if 'handed over' in r.target_network else ''}
+  disk:    {r.records} records written ({r.records * 4096 / 2**20:.1f} MiB), {r.records_verified} verified intact,
+           {r.io_lost} writes lost, {r.io_errors} failed, longest I/O stall {r.io_stall_ms:.1f} ms (guest clock)
+  backend: {r.vhost_user_connections} vhost-user connections seen by qemu-storage-daemon""")
 
 
 def main():
@@ -153,7 +153,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     for name in names:
-        sc = SCENARIOS[name]()
+        sc = scenario(name)
         print(f"demo: {name}: {DESCRIPTIONS.get(name, '')}")
         print("demo: booting the guest under TCG (about 10 s) ...", flush=True)
         with harness.Harness("demo", logs=OUT / "logs" / name) as h:
@@ -161,22 +161,22 @@ def main():
         report(name, sc, r)
         results.append((r, sc))
     if len(results) > 1:
-        print("\nSide by side" + " " * 14 + "".join(f"{r['scenario']:>28}" for r, _ in results))
-        for label, f in (("datagrams lost", lambda r: f"{r['lost']}"),
-                         ("longest gap, ms", lambda r: f"{r['gap_ms']:.1f}"),
-                         ("QEMU downtime, ms", lambda r: f"{r['downtime_ms']}"),
-                         ("same tap after", lambda r: "yes" if r["links_after"] == r["links_before"] else "no"),
-                         ("records intact", lambda r: f"{r['records_verified']}/{r['records']}"),
-                         ("writes lost or failed", lambda r: f"{r['io_lost'] + r['io_errors']}"),
-                         ("longest I/O stall, ms", lambda r: f"{r['io_stall_ms']:.1f}"),
-                         ("vhost-user connections", lambda r: f"{r['vhost_user_connections']}")):
+        print("\nSide by side" + " " * 14 + "".join(f"{r.scenario:>28}" for r, _ in results))
+        for label, f in (("datagrams lost", lambda r: f"{r.lost}"),
+                         ("longest gap, ms", lambda r: f"{r.gap_ms:.1f}"),
+                         ("QEMU downtime, ms", lambda r: f"{r.downtime_ms}"),
+                         ("same tap after", lambda r: "yes" if r.links_after == r.links_before else "no"),
+                         ("records intact", lambda r: f"{r.records_verified}/{r.records}"),
+                         ("writes lost or failed", lambda r: f"{r.io_lost + r.io_errors}"),
+                         ("longest I/O stall, ms", lambda r: f"{r.io_stall_ms:.1f}"),
+                         ("vhost-user connections", lambda r: f"{r.vhost_user_connections}")):
             print(f"  {label:<24}" + "".join(f"{f(r):>28}" for r, _ in results))
     plot(results)
     print(f"\nplot: {OUT / 'arrivals.png'}")
     out = {}
     for r, _ in results:
-        r.pop("arrivals")
-        out[r["scenario"]] = r
+        out[r.scenario] = r.to_dict()
+        del out[r.scenario]["arrivals"]
     (OUT / "result.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
     left = harness.leftovers()
     if left:

@@ -1,14 +1,14 @@
 """`make soak`: a VM's life across many local upgrades (not in `make check`).
 
-SOAK_HOPS (100) handovers in a row under the VubHandover scenario (the
-tap and the vhost-user-blk session both handed over; qemu-storage-daemon
-throttled to 1000 IOPS, the guest writer keeping 32 writes in flight), the
-1 kHz UDP stream and the writer running across them.  Every SOAK_EVERY
-(10) hops, on the QEMU of that hop: a stop/cont with the stream running
-(the writer paused and drained, see quiesced()), then the segment ends
-(the stream's losses and every record of the writer's run checked), then
-a guest reboot, and a new writer run and stream start on the rebooted
-guest.
+SOAK_HOPS (100) handovers in a row under the vhost-user-blk-migrate-fds
+scenario (the tap and the vhost-user-blk session both handed over;
+qemu-storage-daemon throttled to 1000 IOPS, the guest writer keeping 32
+writes in flight), the 1 kHz UDP stream and the writer running across
+them.  Every SOAK_EVERY (10) hops, on the QEMU of that hop: a stop/cont
+with the stream running (the writer paused and drained, see quiesced()),
+then the segment ends (the stream's losses and every record of the
+writer's run checked), then a guest reboot, and a new writer run and
+stream start on the rebooted guest.
 
 Asserted: every hop completes and its source quits cleanly; the tap is
 the same interface, held once; the daemon sees the first QEMU's one
@@ -25,7 +25,8 @@ import time
 import pytest
 
 from mfds import harness as hn
-from mfds.scenario import VubHandover, boot_source, start_echo, start_writer, stream_figures
+from mfds.result import RunResult
+from mfds.scenario import boot_source, scenario, start_echo, start_writer, stream_figures
 from test_vub_lifecycle import disk_works, finish, hand_over, qmp, quiesced, reboot, wait_running
 
 HOPS = int(os.environ.get("SOAK_HOPS", "100"))
@@ -41,9 +42,9 @@ def start_stream(h):
 def lost_ranges(s, events):
     """The runs of lost datagrams, each with its first send time relative
     to the latest event (name, time) before it, for the failure message."""
-    sent = {seq: t for seq, t, _ in s["arrivals"]}
+    sent = {seq: t for seq, t, _ in s.arrivals}
     runs = []
-    for seq in (seq for seq, _, tr in s["arrivals"] if tr is None):
+    for seq in (seq for seq, _, tr in s.arrivals if tr is None):
         if runs and runs[-1][1] == seq - 1:
             runs[-1][1] = seq
         else:
@@ -60,9 +61,9 @@ def lost_ranges(s, events):
 # ordinary test): generous per hop, times MFDS_TIMEOUT_SCALE.
 @pytest.mark.timeout_s(600 + 30 * HOPS)
 def test_soak(h):
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     sc.setup(h)
-    r = {"t": {}}
+    r = RunResult()
     vm = boot_source(h, sc, r)
     links = h.ns.links()
     run = 1
@@ -74,8 +75,8 @@ def test_soak(h):
     events = []
     for hop in range(1, HOPS + 1):
         vm, figures = hand_over(h, sc, vm, role=f"dst{hop}")
-        events += [(f"hop {hop} migrate", figures["t"]["migrate"]),
-                   (f"hop {hop} target running", figures["t"]["target_running"])]
+        events += [(f"hop {hop} migrate", figures.t["migrate"]),
+                   (f"hop {hop} target running", figures.t["target_running"])]
         assert h.ns.links() == links, f"hop {hop}"
         assert hn.tap_fds(vm.pid()) == ["tap0"], f"hop {hop}"
         usage.append(hn.proc_usage(vm.pid()))
@@ -92,21 +93,21 @@ def test_soak(h):
         disk_works(h, vm, f"stop/cont at hop {hop}")
         s = stream_figures(stream.stop())
         finish(h, vm, r, run=run)
-        seg = {"hop": hop, "run": run, "datagrams_sent": s["sent"], "datagrams_lost": s["lost"],
-               "gap_ms": round(s["gap_ms"], 1), "records": r.get("records"),
-               "records_verified": r.get("records_verified"), "io_lost": r.get("io_lost")}
+        seg = {"hop": hop, "run": run, "datagrams_sent": s.sent, "datagrams_lost": s.lost,
+               "gap_ms": round(s.gap_ms, 1), "records": r.records,
+               "records_verified": r.records_verified, "io_lost": r.io_lost}
         segments.append(seg)
         print("segment:", seg)
-        lost = [seq for seq, _, tr in s["arrivals"] if tr is None]
-        assert s["sent"] > 0
-        assert lost == [], (f"hops up to {hop}: {len(lost)} of {s['sent']} datagrams lost: "
+        lost = [seq for seq, _, tr in s.arrivals if tr is None]
+        assert s.sent > 0
+        assert lost == [], (f"hops up to {hop}: {len(lost)} of {s.sent} datagrams lost: "
                             f"{lost_ranges(s, events)}")
         if hop == HOPS:
             break
         reboot(h, vm)
         start_echo(vm)
         run += 1
-        r = {"t": {}}
+        r = RunResult()
         start_writer(vm, run)
         disk_works(h, vm, f"the reboot at hop {hop}")
         stream = start_stream(h)

@@ -23,7 +23,7 @@ import time
 import pytest
 
 from fault_matrix import CELLS, DEFAULT_DIR, cell_id, render
-from mfds.scenario import TapHandover, VubHandover, run_fault
+from mfds.scenario import run_fault, scenario
 from mfds.verify import assert_every_write_completed, assert_records_intact, io_summary, tap_info
 
 MATRIX_DIR = DEFAULT_DIR
@@ -31,11 +31,11 @@ MATRIX_DIR = DEFAULT_DIR
 SCENARIOS = {
     # The tap handover of a 2-queue tap (2 fds: out-of-fds can take one),
     # the disk on a second export (today's path), the writer paused across
-    # the attempt as in TapHandover.
-    "tap": lambda: TapHandover(queues=2),
+    # the attempt as in tap-migrate-fds.
+    "tap": lambda: scenario("tap-migrate-fds", queues=2),
     # The tap (1 queue) and the vhost-user-blk session, writes inside the
     # throttled daemon at the switchover.
-    "vub": VubHandover,
+    "vub": lambda: scenario("vhost-user-blk-migrate-fds"),
 }
 
 
@@ -48,90 +48,90 @@ def check_cell(sc, cell, expected, r):
     thing that does not."""
     kind, point, fault = cell
     queues = sc.queues
-    assert r["outcome"] == expected, (r["outcome"], r.get("target_fate"), r.get("target_error"))
-    assert "never claimed" not in r["target_log"]
+    assert r.outcome == expected, (r.outcome, r.target_fate, r.target_error)
+    assert "never claimed" not in r.target_log
     if fault == "source-kill":
-        assert r["source_exit"] == -9
+        assert r.source_exit == -9
     if fault == "target-kill":
-        assert r["target_exit"] == -9
-    if r["target_fate"] == "failed":
-        assert r["target_exit"] == 0, "the failed target did not quit cleanly"
+        assert r.target_exit == -9
+    if r.target_fate == "failed":
+        assert r.target_exit == 0, "the failed target did not quit cleanly"
     if fault == "out-of-fds":
-        assert "Unable to receive all the file descriptors" in (r["target_error"] or ""), \
-            r["target_error"]
+        assert "Unable to receive all the file descriptors" in (r.target_error or ""), \
+            r.target_error
     if fault == "load-fails":
-        assert "Unknown section or instance" in (r["target_error"] or ""), r["target_error"]
+        assert "Unknown section or instance" in (r.target_error or ""), r.target_error
     # Where the stream was held, the point was reached: the fds had left
     # the source, and had reached the target at load only.
     if point in ("sent", "load") and fault not in ("load-fails", "out-of-fds"):
-        assert r["fds_in_stream"] > 0
+        assert r.fds_in_stream > 0
         at_point = ["tap0"] * queues if point == "load" else []
-        assert r["target_tap_fds_at_point"] == at_point, r["target_tap_fds_at_point"]
+        assert r.target_tap_fds_at_point == at_point, r.target_tap_fds_at_point
     if point in ("loaded", "running"):
-        assert r["target_tap_fds_at_point"] == ["tap0"] * queues
+        assert r.target_tap_fds_at_point == ["tap0"] * queues
 
     check_survivor(kind, queues, cell, expected, r)
     # A target whose load failed, and stays up, keeps no fd it was handed:
     # none of the tap's, none of the vhost-user-blk session's (connection,
     # backend channel, eventfds).  Last: the survivor's checks above say
     # whether what it kept did harm.
-    if "failed_target_kept" in r:
-        if r["failed_target_tap_fds"] or r["failed_target_kept"]:
-            raise KeptFds(f"the failed target still holds {r['failed_target_fds']} fds "
-                          f"({r['target_fds_at_start']} when it started): "
-                          f"{', '.join(r['failed_target_kept'])}")
+    if r.failed_target_kept is not None:
+        if r.failed_target_tap_fds or r.failed_target_kept:
+            raise KeptFds(f"the failed target still holds {r.failed_target_fds} fds "
+                          f"({r.target_fds_at_start} when it started): "
+                          f"{', '.join(r.failed_target_kept)}")
 
 
 def check_survivor(kind, queues, cell, expected, r):
     fault = cell[2]
     if expected == "none":
         # Nobody runs the guest: the source did not resume by itself.
-        assert r["running"] == [], r["statuses"]
-        assert r["statuses"]["src"] == "postmigrate", r["statuses"]
-        assert r["source_exit"] == 0, "the source did not quit cleanly"
+        assert r.running == [], r.statuses
+        assert r.statuses["src"] == "postmigrate", r.statuses
+        assert r.source_exit == 0, "the source did not quit cleanly"
         return
     role = "src" if expected == "source" else "dst"
-    assert r["running"] == [role], r["statuses"]
+    assert r.running == [role], r.statuses
 
     # The backend is the original one, held by the survivor, every queue.
-    assert r["links_after"] == r["links_before"] == {"tap0": r["links_before"]["tap0"]}
-    assert r["survivor_tap_fds"] == ["tap0"] * queues, r["survivor_tap_fds"]
-    taps = tap_info(r["survivor_network"])
+    assert r.links_after == r.links_before == {"tap0": r.links_before["tap0"]}
+    assert r.survivor_tap_fds == ["tap0"] * queues, r.survivor_tap_fds
+    taps = tap_info(r.survivor_network)
     assert len(taps) == queues and all(("handed over" in i) == (role == "dst") for i in taps), taps
 
     # Network: answers, and loses nothing once it does (nor before the
     # attempt); what the outage lost is counted in the table.
-    assert r["replies_after_recovery"] > 0
-    assert r["late_losses"] == [], r["late_losses"]
-    assert r["early_losses"] == [], r["early_losses"]
-    assert r["outage_losses_before_full"] == [], \
-        f"lost while the tap's queue ({r['tap_txqlen']}) had room: {r['outage_losses_before_full']}"
-    assert r["guest_alive_after"]
+    assert r.replies_after_recovery > 0
+    assert r.late_losses == [], r.late_losses
+    assert r.early_losses == [], r.early_losses
+    assert r.outage_losses_before_full == [], \
+        f"lost while the tap's queue ({r.tap_txqlen}) had room: {r.outage_losses_before_full}"
+    assert r.guest_alive_after
 
     # Disk: every write the guest saw complete is intact, it goes on.
     io = io_summary(r)
     if kind == "vub":
         assert_every_write_completed(r)
-        assert r["vhost_user_connections"] == 1, io
+        assert r.vhost_user_connections == 1, io
     else:
         # Today's path for the disk: the target connected to its own export.
         assert_records_intact(r, io)
-        assert r["vhost_user_connections"] == 2, io
-    assert r["writes_after"] > r["writes_at_recovery"], io
+        assert r.vhost_user_connections == 2, io
+    assert r.writes_after > r.writes_at_recovery, io
 
     # The survivor holds what the source held before the attempt, and
     # quits cleanly; a source that lived on beside it too.
-    assert r["survivor_fds"] == r["source_fds_before"], (r["survivor_fds"], r["source_fds_before"])
-    assert r["survivor_exit"] == 0, "the survivor did not quit cleanly"
+    assert r.survivor_fds == r.source_fds_before, (r.survivor_fds, r.source_fds_before)
+    assert r.survivor_exit == 0, "the survivor did not quit cleanly"
     if expected == "target" and fault != "source-kill":
-        assert r["source_exit"] == 0, "the source did not quit cleanly"
+        assert r.source_exit == 0, "the source did not quit cleanly"
 
 
 def row(cell, expected, r, result):
     """The cell's line of the table, as a dict (written next to the logs)."""
     out = {"cell": list(cell), "expected": expected, "result": result}
     if r:
-        out.update({k: r.get(k) for k in (
+        out.update({k: getattr(r, k) for k in (
             "outcome", "running", "migration_status", "target_fate", "target_error", "sent",
             "lost", "records", "records_verified", "io_lost",
             "vhost_user_connections", "source_fds_before", "survivor_fds", "target_fds_at_start",

@@ -16,7 +16,8 @@ import statistics
 import pytest
 
 from mfds import harness as hn
-from mfds.scenario import TapHandover, boot_source, run, run_failed_target, stream_figures, upgrade
+from mfds.result import RunResult
+from mfds.scenario import boot_source, run, run_failed_target, scenario, stream_figures, upgrade
 from mfds.verify import (assert_guest_answers_after, check_second_export_disk, make_downscript,
                          tap_ifname, tap_info)
 
@@ -28,36 +29,36 @@ from mfds.verify import (assert_guest_answers_after, check_second_export_disk, m
 @pytest.mark.parametrize("queues,cpr", [(1, False), (2, False), (4, False), (1, True)],
                          ids=["tap", "tap-queues-2", "tap-queues-4", "tap-cpr-transfer"])
 def test_tap_handover_local_upgrade(h, queues, cpr):
-    sc = TapHandover(queues=queues, cpr=cpr)
-    sc.downscript, ran = make_downscript(h, "src")
+    sc = scenario("tap-migrate-fds-cpr" if cpr else "tap-migrate-fds", queues=queues)
+    sc.network.downscript, ran = make_downscript(h, "src")
     r = run(h, sc)
 
     # Migration: completed, QEMU's own downtime figure, target running, the
     # source quit cleanly.
-    assert r["migration"]["status"] == "completed"
-    assert isinstance(r["downtime_ms"], int) and r["downtime_ms"] >= 0
-    assert r["target_status"] == "running"
-    assert r["source_exit"] == 0
+    assert r.migration["status"] == "completed"
+    assert isinstance(r.downtime_ms, int) and r.downtime_ms >= 0
+    assert r.target_status == "running"
+    assert r.source_exit == 0
 
     # The tap: the source held one fd per queue; after the source quit the
     # very same interface (a non-persistent tap QEMU created: it would have
     # gone with its last fd) is there with the same ifindex, no other
     # interface appeared, and the target holds it, every queue, handed over.
     # The source left it to the target: its downscript never ran.
-    assert r["source_tap_fds"] == ["tap0"] * queues
-    assert r["links_after"] == r["links_before"]
-    assert list(r["links_after"]) == ["tap0"]
-    assert r["target_tap_fds"] == ["tap0"] * queues
-    assert tap_info(r["target_network"]) == ["ifname=tap0,downscript=no,migrate-fds=on (handed over)"] * queues
+    assert r.source_tap_fds == ["tap0"] * queues
+    assert r.links_after == r.links_before
+    assert list(r.links_after) == ["tap0"]
+    assert r.target_tap_fds == ["tap0"] * queues
+    assert tap_info(r.target_network) == ["ifname=tap0,downscript=no,migrate-fds=on (handed over)"] * queues
     assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
 
     # Network: the guest answers on the target, and not one datagram is
     # lost: what arrived during the switchover waited in the kernel's queue,
     # and what the source had read but its NIC not yet taken was handed
     # over with the fds.
-    assert r["sent"] > 0
-    lost = [seq for seq, _, tr in r["arrivals"] if tr is None]
-    assert lost == [], f"{r['lost']} of {r['sent']} datagrams lost: {lost}"
+    assert r.sent > 0
+    lost = [seq for seq, _, tr in r.arrivals if tr is None]
+    assert lost == [], f"{r.lost} of {r.sent} datagrams lost: {lost}"
     assert_guest_answers_after(r, "source_gone")
 
     # Disk, as in the baseline (second export), but this run is the
@@ -73,48 +74,48 @@ def test_tap_handover_local_upgrade(h, queues, cpr):
 @pytest.mark.parametrize("how,queues", [("load-fails", 4), ("killed", 1)],
                          ids=["load-fails", "target-killed"])
 def test_tap_handover_target_lost(h, how, queues):
-    r = run_failed_target(h, TapHandover(queues=queues), how)
+    r = run_failed_target(h, scenario("tap-migrate-fds", queues=queues), how)
 
     if how == "load-fails":
-        assert r["target_exit"] not in (None, 0)
+        assert r.target_exit not in (None, 0)
     else:
         # The target did take the fds before it was killed.
-        assert r["migration_status"] == "completed"
-        assert r["target_tap_fds"] == ["tap0"] * queues
+        assert r.migration_status == "completed"
+        assert r.target_tap_fds == ["tap0"] * queues
 
     # The source runs again on its own fds: same interface, same ifindex,
     # still all its queues, and the guest's network serves the stream.
-    assert r["links_after"] == r["links_before"] == {"tap0": r["links_before"]["tap0"]}
-    assert r["source_tap_fds_after"] == r["source_tap_fds_before"] == ["tap0"] * queues
-    source_taps = tap_info(r["source_network"])
+    assert r.links_after == r.links_before == {"tap0": r.links_before["tap0"]}
+    assert r.source_tap_fds_after == r.source_tap_fds_before == ["tap0"] * queues
+    source_taps = tap_info(r.source_network)
     assert [tap_ifname(i) for i in source_taps] == ["tap0"] * queues, source_taps
     assert not [i for i in source_taps if "handed over" in i], source_taps
-    assert r["replies_after_recovery"] > 0
+    assert r.replies_after_recovery > 0
     # Every datagram sent from half a second after the source resumed got
     # its reply.
-    tail = [tr for _, ts, tr in r["arrivals"] if ts > r["t"]["source_running"] + 0.5]
+    tail = [tr for _, ts, tr in r.arrivals if ts > r.t["source_running"] + 0.5]
     assert tail and all(tr is not None for tr in tail)
-    assert r["guest_alive_after"]
-    assert r["source_exit"] == 0, "the source did not quit cleanly"
+    assert r.guest_alive_after
+    assert r.source_exit == 0, "the source did not quit cleanly"
 
     # Every received fd owned or closed: a failed load closes the fds it
     # did not get to without a "never claimed" warning (that one is for a
     # stream that carries an fd nobody asked for).
-    assert "never claimed" not in r["target_log"]
+    assert "never claimed" not in r.target_log
     if how == "load-fails":
-        assert "load of migration failed" in r["target_log"]
+        assert "load of migration failed" in r.target_log
         # Refused by virtio-net before it resizes to the stream's queues
         # (its array has room for 2 pairs: a 10.2.2 target overflows it)
         assert ("9 virtqueues in the migration stream, the device has room "
-                "for 2 queue pairs") in r["target_log"], r["target_log"]
+                "for 2 queue pairs") in r.target_log, r.target_log
 
 
 def boot_with_tcp_echo(h, exchanges):
     """Boot the tap-handover source and open one TCP connection from the
     host to an echo server in the guest, checked by a few exchanges.
-    Returns the scenario, the figures dict, the source Vm and the echo."""
-    sc = TapHandover()
-    r = {"t": {}}
+    Returns the scenario, the RunResult, the source Vm and the echo."""
+    sc = scenario("tap-migrate-fds")
+    r = RunResult()
     sc.setup(h)
     src = boot_source(h, sc, r)
     echo = hn.TcpEcho(h, src.agent)
@@ -145,9 +146,9 @@ def test_tap_handover_tcp_connection(h):
     error = echo.stop()
     assert error is None, f"connection broke at exchange {echo.n}: {error!r}"
     assert more
-    assert r["migration"]["status"] == "completed"
-    assert r["target_status"] == "running"
-    assert r["source_exit"] == 0, "the source did not quit cleanly"
+    assert r.migration["status"] == "completed"
+    assert r.target_status == "running"
+    assert r.source_exit == 0, "the source did not quit cleanly"
     assert h.ns.links() == links_before == {"tap0": links_before["tap0"]}
     assert hn.tap_fds(dst.pid()) == ["tap0"]
     print(f"exchanges: {before} before the migration, {at_source_gone} when the "
@@ -189,11 +190,11 @@ def test_tap_handover_repeated_upgrades(h):
     # echoed.
     usage = [hn.proc_usage(vm.pid())]
     for hop in range(1, HOPS + 1):
-        r = {"t": {}}
+        r = RunResult()
         vm = upgrade(h, sc, vm, r, role=f"dst{hop}")
-        assert r["migration"]["status"] == "completed", f"hop {hop}"
-        assert r["target_status"] == "running", f"hop {hop}"
-        assert r["source_exit"] == 0, f"hop {hop}: the source did not quit cleanly"
+        assert r.migration["status"] == "completed", f"hop {hop}"
+        assert r.target_status == "running", f"hop {hop}"
+        assert r.source_exit == 0, f"hop {hop}: the source did not quit cleanly"
         assert h.ns.links() == links, f"hop {hop}"
         assert hn.tap_fds(vm.pid()) == ["tap0"], f"hop {hop}"
         for _ in range(3):
@@ -204,11 +205,11 @@ def test_tap_handover_repeated_upgrades(h):
     (h.dir / "usage.json").write_text(json.dumps(usage))
     print("fds:", [u["fds"] for u in usage])
     print("rss_kb:", [u["rss_kb"] for u in usage])
-    print(f"stream: {s['sent']} datagrams, {s['lost']} lost, longest gap {s['gap_ms']:.1f} ms")
+    print(f"stream: {s.sent} datagrams, {s.lost} lost, longest gap {s.gap_ms:.1f} ms")
 
-    lost = [seq for seq, _, tr in s["arrivals"] if tr is None]
-    assert s["sent"] > 0
-    assert lost == [], f"{s['lost']} of {s['sent']} datagrams lost over {HOPS} upgrades: {lost}"
+    lost = [seq for seq, _, tr in s.arrivals if tr is None]
+    assert s.sent > 0
+    assert lost == [], f"{s.lost} of {s.sent} datagrams lost over {HOPS} upgrades: {lost}"
 
     assert echo.tcp_state() == 1  # TCP_ESTABLISHED, the same connection
     assert vm.agent.run("echo alive").strip() == "alive"

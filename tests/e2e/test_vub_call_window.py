@@ -35,12 +35,14 @@ Linux uses) a device signals once per batch the guest has not looked at yet.
 """
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from mfds.backends import LateCompletionBlk
 from mfds.paths import scaled
-from mfds.scenario import (VubHandover, boot_source, guest_writes, start_writer, stop_writer,
-                           upgrade)
+from mfds.result import RunResult
+from mfds.scenario import (SOURCE_DISK, Part, Scenario, SessionHandover, SharedFile, TapHandover,
+                           boot_source, guest_writes, start_writer, stop_writer, upgrade)
 from mfds.verify import assert_every_write_completed, io_summary
 from test_vub_handover import report_io, wait_writes
 
@@ -57,20 +59,20 @@ PAUSED_S = 0.5
 PROGRESS, PROGRESS_S = 200, 20
 
 
-class LateCompletionHandover(VubHandover):
-    """VubHandover (the tap and the vhost-user-blk session handed over) with
-    the disk on vub-late-completion, which h.qsd stands for."""
-
-    def __init__(self, delay_ms=DELAY_MS, **kwargs):
-        super().__init__(iops_limit=None, **kwargs)
-        self.delay_ms = delay_ms
-
-    @property
-    def name(self):
-        return "vhost-user-blk-migrate-fds-late-completion"
+@dataclass
+class LateCompletion(Part):
+    """A backend part: vub-late-completion, which h.qsd stands for."""
+    delay_ms: int = DELAY_MS
 
     def setup(self, h):
-        h.qsd = LateCompletionBlk(h, h.image, self.source_disk(h), self.delay_ms)
+        h.qsd = LateCompletionBlk(h, h.image, h.sock(SOURCE_DISK), self.delay_ms)
+
+
+def late_completion_handover():
+    """The vhost-user-blk handover (the tap and the session handed over)
+    with the disk on vub-late-completion."""
+    return Scenario("vhost-user-blk-migrate-fds-late-completion", TapHandover(),
+                    SessionHandover(), SharedFile(), LateCompletion())
 
 
 def wall(ev):
@@ -87,15 +89,15 @@ def handover(h, sc, src, role, held):
     and the target's RESUME."""
     src.mon.discard_events()
     if not held:
-        hop = {"t": {}}
+        hop = RunResult()
         dst = upgrade(h, sc, src, hop, role=role)
-        assert hop["migration"]["status"] == "completed"
-        assert hop["target_status"] == "running"
-        assert hop["source_exit"] == 0, f"{src.role} did not quit cleanly"
+        assert hop.migration["status"] == "completed"
+        assert hop.target_status == "running"
+        assert hop.source_exit == 0, f"{src.role} did not quit cleanly"
         # upgrade() took the STOP and RESUME events: their times, back on
         # the wall clock of the backend's log.
         off = time.time() - time.monotonic()
-        return dst, hop["t"]["source_stopped"] + off, hop["t"]["target_running"] + off
+        return dst, hop.t["source_stopped"] + off, hop.t["target_running"] + off
     h.qsd.hold(True)
     time.sleep(QUIET_S)
     dst, _ = sc.migrate(h, src, extra=["-S"], role=role)
@@ -163,9 +165,9 @@ def disk_goes_on(h, vm, after, why=""):
 
 def boot_writing(h):
     """Boot the VM with its disk on vub-late-completion and the guest's
-    writer running; returns the scenario, the VM and its figures dict."""
-    sc = LateCompletionHandover()
-    r = {"t": {}}
+    writer running; returns the scenario, the VM and its RunResult."""
+    sc = late_completion_handover()
+    r = RunResult()
     sc.setup(h)
     vm = boot_source(h, sc, r)
     start_writer(vm)
@@ -201,10 +203,10 @@ def test_completions_in_switchover_window_reach_guest_without_backend_kick(h):
                      f"switchover window, signalled to the previous QEMU only; backend "
                      f"log: {Path(h.logs or h.dir) / h.qsd.log.name})")
     stop_writer(h, vm, r)
-    r["vhost_user_connections"] = h.qsd.connections()
+    r.vhost_user_connections = h.qsd.connections()
     report_io(h, r, hops=hops, delay_ms=DELAY_MS, quiet_s=QUIET_S, paused_s=PAUSED_S)
     assert_every_write_completed(r)
-    assert r["vhost_user_connections"] == 1, io_summary(r)
+    assert r.vhost_user_connections == 1, io_summary(r)
     assert h.qsd.alive(), h.qsd.tail()
 
 
@@ -258,7 +260,7 @@ def test_target_that_never_ran_hands_the_running_vrings_on(h):
                                     "VHOST_USER_GET_FEATURES"}, (
         f"messages the backend heard after the source stopped: {heard}")
     stop_writer(h, dst2, r)
-    r["vhost_user_connections"] = h.qsd.connections()
+    r.vhost_user_connections = h.qsd.connections()
     report_io(h, r, messages_after_stop=heard)
     assert_every_write_completed(r)
-    assert r["vhost_user_connections"] == 1, io_summary(r)
+    assert r.vhost_user_connections == 1, io_summary(r)

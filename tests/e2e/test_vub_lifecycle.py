@@ -4,12 +4,13 @@ what management and the guest do next (stop/cont, a guest reboot, another
 handover after the reboot), a VM paused before `migrate`, a target whose
 load fails, and an old QEMU that is asked things once it handed over.
 
-Each test runs the VubHandover scenario (qemu-storage-daemon throttled to
-1000 IOPS, the guest writer keeping 32 AIO writes in flight, the tap handed
-over too) and checks, after every step: the QEMU that runs the VM is alive,
-the guest's disk completes writes on it (its completed-write counter grows),
-and the daemon saw one vhost-user connection (h.qsd.connections() == 1, the
-first QEMU's, taken over by each next one).  At the end every write the
+Each test runs the vhost-user-blk-migrate-fds scenario (qemu-storage-daemon
+throttled to 1000 IOPS, the guest writer keeping 32 AIO writes in flight,
+the tap handed over too) and checks, after every step: the QEMU that runs
+the VM is alive, the guest's disk completes writes on it (its
+completed-write counter grows), and the daemon saw one vhost-user
+connection (h.qsd.connections() == 1, the first QEMU's, taken over by each
+next one).  At the end every write the
 guest submitted completed and reads back intact (assert_every_write_completed).
 
 A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
@@ -25,8 +26,10 @@ import pytest
 from qemu.qmp import ExecuteError
 
 from mfds.paths import scaled
-from mfds.scenario import (VubHandover, boot_source, guest_writes, pause_writer, resume_writer,
-                           run_failed_target, start_writer, stop_writer, upgrade, wait_running)
+from mfds.result import RunResult
+from mfds.scenario import (boot_source, guest_writes, pause_writer, resume_writer,
+                           run_failed_target, scenario, start_writer, stop_writer, upgrade,
+                           wait_running)
 from mfds.verify import assert_every_write_completed, io_summary
 from test_vub_handover import report_io, wait_writes
 
@@ -94,8 +97,8 @@ def quiesced(vm, resume=True):
 
 def boot_writing(h, sc):
     """Boot the source under sc, start the writer (run id 1); returns the
-    source and the figures dict for stop_writer."""
-    r = {"t": {}}
+    source and the RunResult for stop_writer."""
+    r = RunResult()
     sc.setup(h)
     src = boot_source(h, sc, r)
     start_writer(src)
@@ -107,11 +110,11 @@ def hand_over(h, sc, src, role="dst"):
     """One handover (upgrade(): the source quits once the target runs);
     checks it completed, the source quit cleanly and the disk works on the
     target.  Returns the target and upgrade()'s figures."""
-    hop = {"t": {}}
+    hop = RunResult()
     dst = upgrade(h, sc, src, hop, role=role)
-    assert hop["migration"]["status"] == "completed"
-    assert hop["target_status"] == "running"
-    assert hop["source_exit"] == 0, "the source did not quit cleanly"
+    assert hop.migration["status"] == "completed"
+    assert hop.target_status == "running"
+    assert hop.source_exit == 0, "the source did not quit cleanly"
     disk_works(h, dst, f"the handover to {role}")
     return dst, hop
 
@@ -120,10 +123,10 @@ def finish(h, vm, r, run=1, **extra):
     """Stop the writer of run id run on vm and assert every write it
     submitted completed intact, with the daemon's one connection."""
     stop_writer(h, vm, r, run)
-    r["vhost_user_connections"] = h.qsd.connections()
+    r.vhost_user_connections = h.qsd.connections()
     report_io(h, r, **extra)
     assert_every_write_completed(r)
-    assert r["vhost_user_connections"] == 1, io_summary(r)
+    assert r.vhost_user_connections == 1, io_summary(r)
 
 
 def test_vub_handover_then_stop_cont(h):
@@ -133,7 +136,7 @@ def test_vub_handover_then_stop_cont(h):
     `cont` (the memory regions taken over held the source's addresses):
     that fails here at the first `cont`, as "QEMU dst died (exit status
     -11)"."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
     dst, _ = hand_over(h, sc, src)
     for i in range(1, 4):
@@ -174,7 +177,7 @@ def test_vub_memory_hotplug_refused_until_vrings_restart(h):
     hotplug "succeeds" at once, and fails here as "the hotplug was not
     refused"."""
     h.mem_slots = 1
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
     dst, _ = hand_over(h, sc, src)
     refusal = plug_memory(h, dst)
@@ -222,8 +225,8 @@ def handover_then_reboot(h, sc):
     """Boot, writer run 1 across a handover (every write completed), writer
     run 2 on the new QEMU, then a guest reboot with run 2 paused and
     drained (its records are not checked: the reboot ends it), then writer
-    run 3 on the rebooted guest.  Returns the target and run 3's figures
-    dict."""
+    run 3 on the rebooted guest.  Returns the target and run 3's
+    RunResult."""
     src, r1 = boot_writing(h, sc)
     dst, _ = hand_over(h, sc, src)
     finish(h, dst, r1)
@@ -232,7 +235,7 @@ def handover_then_reboot(h, sc):
     reboot(h, dst)
     start_writer(dst, run=3)
     disk_works(h, dst, "the reboot")
-    return dst, {"t": {}}
+    return dst, RunResult()
 
 
 def test_vub_handover_then_guest_reboot(h):
@@ -241,7 +244,7 @@ def test_vub_handover_then_guest_reboot(h):
     kernel starts them again on the new QEMU (its own start, not a
     take-over), and the disk works: every write after the reboot completes
     intact.  It used to SIGSEGV at the restart (no boot, QEMU dead)."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     dst, r3 = handover_then_reboot(h, sc)
     time.sleep(1)
     finish(h, dst, r3, run=3)
@@ -252,7 +255,7 @@ def test_vub_handover_after_reboot_hands_over_again(h):
     QEMU, with the writer (run 3) running across it: the vrings the rebooted
     guest started on the second QEMU move on to the third, every write
     completes intact, and the daemon still saw one connection."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     dst, r3 = handover_then_reboot(h, sc)
     dst2, _ = hand_over(h, sc, dst, role="dst2")
     finish(h, dst2, r3, run=3)
@@ -264,7 +267,7 @@ def test_vub_handover_of_paused_vm(h):
     while the old QEMU is still there (both hold the session: only the
     target may use it), then the old QEMU quits: the disk works after each,
     every write completes intact, one connection."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
     # Nothing inside the daemon at the stop (see quiesced()); the writer
     # goes on on the target.
@@ -350,7 +353,7 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
     stopped -> target running), completions the daemon made in that window
     (while no QEMU ran the VM), and the guest's own in-flight writes read
     just before `migrate`.  Every write completes intact, one connection."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
     ring = RingWatch(h, src)
     try:
@@ -361,7 +364,7 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
         dst, hop = hand_over(h, sc, src)
     finally:
         ring.stop()
-    t = hop["t"]
+    t = hop.t
     _, at_stop, used_stop = ring.at(t["source_stopped"])
     _, at_run, used_run = ring.at(t["target_running"])
     window = [s for s in ring.samples if t["source_stopped"] <= s[0] <= t["target_running"]]
@@ -375,7 +378,7 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
         "window_samples": len(window),
         "ring_samples": len(ring.samples),
         "guest_inflight_before_migrate": guest_inflight,
-        "downtime_ms": hop["downtime_ms"],
+        "downtime_ms": hop.downtime_ms,
     }
     print("switchover:", figures)
     finish(h, dst, r, **figures)
@@ -388,18 +391,19 @@ def test_vub_failed_load_source_resumes_io(h):
     source (which saw the migration complete: no return path).  The source
     serves the disk again on the session it never gave up: writes complete
     after the `cont`, every write completes intact, one connection."""
-    r = run_failed_target(h, VubHandover(queues=2), "load-fails", io=True)
-    report_io(h, r, writes_at_recovery=r["writes_at_recovery"], writes_after=r["writes_after"])
+    r = run_failed_target(h, scenario("vhost-user-blk-migrate-fds", queues=2), "load-fails",
+                          io=True)
+    report_io(h, r, writes_at_recovery=r.writes_at_recovery, writes_after=r.writes_after)
     io = io_summary(r)
 
-    assert r["target_exit"] not in (None, 0)
-    assert "load of migration failed" in r["target_log"]
-    assert "never claimed" not in r["target_log"]
-    assert r["writes_after"] - r["writes_at_recovery"] >= PROGRESS, io
+    assert r.target_exit not in (None, 0)
+    assert "load of migration failed" in r.target_log
+    assert "never claimed" not in r.target_log
+    assert r.writes_after - r.writes_at_recovery >= PROGRESS, io
     assert_every_write_completed(r)
-    assert r["vhost_user_connections"] == 1, io
-    assert r["guest_alive_after"]
-    assert r["source_exit"] == 0, "the source did not quit cleanly"
+    assert r.vhost_user_connections == 1, io
+    assert r.guest_alive_after
+    assert r.source_exit == 0, "the source did not quit cleanly"
 
 
 def test_vub_old_qemu_silent_after_handover(h):
@@ -413,7 +417,7 @@ def test_vub_old_qemu_silent_after_handover(h):
     ring in the daemon: every write in flight on the new QEMU hung for
     good, which fails here as "after x-query-virtio-queue-status on the old
     QEMU: fewer than 200 writes completed on dst in 20 s"."""
-    sc = VubHandover()
+    sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
     sc.pre_migrate(h)
     dst, _ = sc.migrate(h, src)
