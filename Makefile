@@ -43,7 +43,9 @@ check-bisect:
 check-asan: deps guest
 	bash scripts/check-asan.sh
 
+# baseline-10.2.2 runs the unpatched build (scripts/build-base.sh)
 bench: deps build guest
+	bash scripts/build-base.sh
 	$(PY) -m bench.bench
 
 # 100 handovers with a stop/cont and a guest reboot every 10 (not in check)

@@ -4,7 +4,9 @@ median and range of what the guest saw.
     /usr/bin/python3 -m bench.bench [SCENARIO ...]     (default: those below)
     (from the repository's root, where the mfds package is)
 
-Scenarios: baseline (new tap, host switched), baseline-cpr (the same in the
+Scenarios: baseline (new tap, host switched), baseline-10.2.2 (the same
+with both QEMUs unpatched, from scripts/build-base.sh: what the series
+costs when nothing is handed over), baseline-cpr (the same in the
 cpr-transfer mode), tap-migrate-fds (the tap's fds handed over, nothing
 switched), tap-fallback-open (the baseline, but the target's tap has
 migrate-fds=on and the migration runs without the parameter: no fds come,
@@ -19,6 +21,11 @@ downtime, which is the source's and need not include the target's load, and
 in the switch, source stopped -> target running, which does); when it has
 baseline-throttled and vhost-user-blk-migrate-fds, another compares their
 disks.
+
+Every run also has the guest's ticker on a debugcon port (a control that
+needs no network: where the longest gap goes) and QEMU's trace of its
+downtime, section by section (run(measure=True)); a second table gives
+them.
 
 Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
 with one object per scenario (scenario, runs, <figure>_median/_min/_max for
@@ -35,17 +42,25 @@ from mfds.scenario import run, scenario, summarize
 
 # The scenarios run when none is named, in this order (mfds.scenario.SCENARIOS
 # has also those only the tests use).
-DEFAULT = ("baseline", "baseline-cpr", "tap-migrate-fds", "tap-fallback-open",
-           "baseline-throttled", "vhost-user-blk-migrate-fds", "tap-migrate-fds-cpr",
-           "vhost-user-blk-migrate-fds-cpr")
+DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
+           "tap-fallback-open", "baseline-throttled", "vhost-user-blk-migrate-fds",
+           "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr")
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
-        "first_reply_ms",
+        "first_reply_ms", "total_ms",
+        "tick_gap_ms", "first_tick_ms", "ticks_lost", "net_rest_ms",
+        "save_us", "load_us", "nic_save_us", "nic_load_us", "disk_save_us", "disk_load_us",
         "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
 
 
+def med(s, key):
+    """s's median of key, a whole number, or "-"."""
+    m = s.get(f"{key}_median")
+    return "-" if m is None else f"{m:.0f}"
+
+
 def fmt(s, key, digits=0):
-    med, lo, hi = s[f"{key}_median"], s[f"{key}_min"], s[f"{key}_max"]
+    med, lo, hi = (s.get(f"{key}_{x}") for x in ("median", "min", "max"))
     if med is None:
         return "-"
     return f"{med:.{digits}f} ({lo:.{digits}f}-{hi:.{digits}f})"
@@ -54,6 +69,14 @@ def fmt(s, key, digits=0):
 def downtime(ho, base):
     return (f"downtime {ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms "
             f"({ho['downtime_ms_median'] - base['downtime_ms_median']:+.0f} ms)")
+
+
+def cost(ho, base, key, what):
+    """What ho's medians add to base's in key (µs)."""
+    if ho.get(key + "_median") is None or base.get(key + "_median") is None:
+        return f"{what} -"
+    return (f"{what} {ho[key + '_median']:.0f} vs {base[key + '_median']:.0f} µs "
+            f"({ho[key + '_median'] - base[key + '_median']:+.0f} µs)")
 
 
 def switch(ho, base):
@@ -67,7 +90,14 @@ COMPARISONS = [
     ("tap-migrate-fds", "baseline", lambda ho, base:
      f"lost {ho['lost_median']:.0f} vs {base['lost_median']:.0f}; "
      f"longest gap {ho['gap_ms_median']:.1f} vs {base['gap_ms_median']:.1f} ms "
-     f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); {downtime(ho, base)}"),
+     f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); {downtime(ho, base)}; "
+     f"{cost(ho, base, 'nic_save_us', 'virtio-net saved in')}, "
+     f"{cost(ho, base, 'nic_load_us', 'loaded in')}"),
+    # The series with nothing handed over against QEMU as it found it.
+    ("baseline", "baseline-10.2.2", lambda ho, base:
+     f"migration total {ho['total_ms_median']:.0f} vs {base['total_ms_median']:.0f} ms; "
+     f"{downtime(ho, base)}; {cost(ho, base, 'save_us', 'all sections saved in')}, "
+     f"{cost(ho, base, 'load_us', 'loaded in')}"),
     # The target's tap opens while it loads the NIC's state: the source's
     # downtime figure need not include that, the switch does.
     ("tap-fallback-open", "baseline", lambda ho, base:
@@ -77,7 +107,9 @@ COMPARISONS = [
     ("vhost-user-blk-migrate-fds", "baseline-throttled", lambda ho, base:
      f"longest I/O stall {ho['io_stall_ms_median']:.1f} vs "
      f"{base['io_stall_ms_median']:.1f} ms; I/O lost {io_lost(ho)} vs {io_lost(base)}; "
-     f"{downtime(ho, base)}; vhost-user connections {connections(ho)} vs {connections(base)}"),
+     f"{downtime(ho, base)}; {cost(ho, base, 'disk_save_us', 'vhost-user-blk saved in')}, "
+     f"{cost(ho, base, 'disk_load_us', 'loaded in')}; "
+     f"vhost-user connections {connections(ho)} vs {connections(base)}"),
 ]
 
 
@@ -117,7 +149,7 @@ def main():
         for i in range(runs):
             try:
                 with harness.Harness(f"bench-{name}-{i}", logs=out_dir / "logs" / f"{name}-{i}") as h:
-                    r = run(h, scenario(name))
+                    r = run(h, scenario(name), measure=True)
             except Exception:
                 failed += 1
                 traceback.print_exc()
@@ -146,6 +178,24 @@ def main():
               f"{fmt(s, 'switch_ms', 1):>14}  {fmt(s, 'first_reply_ms', 1):>18}")
     print("switch: source stopped -> target running; 1st reply: target running -> first "
           "reply from the guest on the target (the new process warming up)")
+    print()
+    print("where the longest gap goes (medians): the guest's ticker on a channel that is "
+          "not handed over, and QEMU's own trace of its downtime (µs per section)")
+    head = f"{'scenario':<{width}} {'tick gap ms':>18}  {'1st tick ms':>18}  {'net rest ms':>18}  " \
+           f"{'ticks lost':>10}  {'saved µs':>8}  {'loaded µs':>9}  {'NIC save/load µs':>16}  " \
+           f"{'disk save/load µs':>17}  {'total ms':>8}"
+    print(head)
+    for s in results:
+        print(f"{s['scenario']:<{width}} {fmt(s, 'tick_gap_ms', 1):>18}  "
+              f"{fmt(s, 'first_tick_ms', 1):>18}  {fmt(s, 'net_rest_ms', 1):>18}  "
+              f"{med(s, 'ticks_lost'):>10}  {med(s, 'save_us'):>8}  {med(s, 'load_us'):>9}  "
+              f"{med(s, 'nic_save_us') + '/' + med(s, 'nic_load_us'):>16}  "
+              f"{med(s, 'disk_save_us') + '/' + med(s, 'disk_load_us'):>17}  "
+              f"{med(s, 'total_ms'):>8}")
+    print("tick gap: the longest gap between two ticks of the guest's 1 kHz timer (SCHED_FIFO, "
+          "on isa-debugcon); 1st tick: target running -> its first tick there (the new process "
+          "warming up, with no network); net rest: 1st reply - 1st tick (what the network path "
+          "adds); saved/loaded: QEMU's vmstate_downtime_* trace, every section while stopped")
     compare(results)
     print(f"written: {out_dir / 'results.json'}")
     left = harness.leftovers()

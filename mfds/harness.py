@@ -566,7 +566,7 @@ class Vm:
 
     def __init__(self, h, role, netdev, disk_sock, incoming=(), machine="",
                  extra=(), connect=True, nic_queues=None, disk_chardev_opts="",
-                 disk_device_opts=""):
+                 disk_device_opts="", qemu=None):
         """incoming: the -incoming values (e.g. ["defer"]); machine: extra
         -machine options; connect=False leaves QMP to a later connect()
         (a cpr-transfer target opens its monitor only after the source's
@@ -575,7 +575,8 @@ class Vm:
         keep the source's PCI device with a different tap;
         disk_chardev_opts, disk_device_opts: appended to the disk's
         -chardev socket and -device vhost-user-blk-pci options (e.g.
-        ",migrate-fds=on")."""
+        ",migrate-fds=on"); qemu: another QEMU binary than the build's
+        (e.g. paths.BASE_QEMU)."""
         self.h = h
         self.role = role
         self.mon = Monitor(role)
@@ -583,7 +584,7 @@ class Vm:
         m = re.search(r"(?:^|,)queues=(\d+)", netdev)
         queues = nic_queues or (int(m.group(1)) if m else 1)
         argv = [
-            paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
+            qemu or paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "tcg", "-machine", f"pc,memory-backend=ram0{machine}", "-smp", "1",
             "-m", f"{h.ram_mb}M" + (f",slots={h.mem_slots},maxmem={h.ram_mb + 256 * h.mem_slots}M"
                                     if h.mem_slots else ""),

@@ -6,6 +6,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = Path(os.environ.get("MFDS_BUILD", ROOT / "work/qemu/build"))
 QEMU = BUILD / "qemu-system-x86_64"
+# The unpatched QEMU 10.2.2 (scripts/build-base.sh): what the series must not slow down
+BASE_BUILD = Path(os.environ.get("MFDS_BASE_BUILD", ROOT / "work/qemu-base/build"))
+BASE_QEMU = BASE_BUILD / "qemu-system-x86_64"
 QSD = BUILD / "storage-daemon/qemu-storage-daemon"
 # contrib/vhost-user-blk: a backend with inflight tracking (F_INFLIGHT_SHMFD)
 CONTRIB_VUB = BUILD / "contrib/vhost-user-blk/vhost-user-blk"

@@ -90,6 +90,21 @@ class RunResult(Figures):
     switch_ms: Optional[float] = None  # source stopped -> target running, ms
     first_reply_ms: Optional[float] = None  # target running -> its first reply to the stream, ms
     backend_panics: Optional[list] = None  # the backend's vu_panic log lines
+    total_ms: Optional[int] = None     # the migration's total time (query-migrate), ms
+    # run(measure=True): the guest's ticker (mfds/ticker.py), a control that
+    # needs no network, and QEMU's own account of the downtime (qemutrace.py)
+    tick_gap_ms: Optional[float] = None  # longest gap between two ticks the host got, ms
+    first_tick_ms: Optional[float] = None  # target running -> the guest's first tick on it, ms
+    ticks_lost: Optional[int] = None   # tick slots neither received nor skipped by the guest
+    # first_reply_ms - first_tick_ms: what the network path adds to the
+    # guest's own return (its timer ticks again), ms
+    net_rest_ms: Optional[float] = None
+    save_us: Optional[int] = None      # the source's saving of every section while stopped, µs
+    load_us: Optional[int] = None      # the target's loading of every section, µs
+    nic_save_us: Optional[int] = None  # of those, the virtio-net section's (with the tap's handover)
+    nic_load_us: Optional[int] = None
+    disk_save_us: Optional[int] = None  # the vhost-user-blk section's (with the session's handover)
+    disk_load_us: Optional[int] = None
 
 
 @dataclass

@@ -43,8 +43,10 @@ from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from . import harness as hn
-from .paths import scaled
+from . import qemutrace
+from .paths import BASE_QEMU, scaled
 from .result import FaultResult, RunResult, StreamFigures
+from .ticker import Ticker, first_tick_after, start_command, tick_figures
 from .verify import check_image, tap_info
 
 WRITER_LOG = "/tmp/writer.log"
@@ -267,7 +269,7 @@ class SharedFile(Part):
         """Scenario.migrate() says what this does."""
         mig = f"unix:{h.sock('migrate')}"
         dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
-                    incoming=["defer"], extra=extra,
+                    incoming=["defer"], extra=extra, qemu=sc.qemu,
                     nic_queues=sc.queues if target_net else None,
                     **sc.target_disk_opts(h))
         sc.target_started(h, dst)
@@ -309,7 +311,7 @@ class CprTransfer(Part):
         main = [{"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}}]
         dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
                     incoming=["defer", json.dumps({"channel-type": "cpr", "addr": cpr})],
-                    machine=self.machine(), connect=False, extra=extra,
+                    machine=self.machine(), connect=False, extra=extra, qemu=sc.qemu,
                     nic_queues=sc.queues if target_net else None,
                     **sc.target_disk_opts(h))
         # No monitor to ask yet: the cpr socket appearing says it listens.
@@ -370,6 +372,10 @@ class Scenario:
     backend: Part
     # More options for the source QEMU only (e.g. a device the target lacks).
     source_extra: tuple = ()
+    # Both QEMUs from another binary (None: the build's)
+    qemu: Optional[str] = None
+    # run(measure=True): the control and QEMU's trace, on every QEMU of the VM
+    control: Optional["Control"] = None
 
     @property
     def parts(self):
@@ -476,6 +482,9 @@ class Scenario:
 SCENARIOS = {
     # What management must do today: a new tap and a second export.
     "baseline": (NewTap(), SecondExport(), SharedFile(), Qsd()),
+    # The same with both QEMUs unpatched (BASE_BUILDS): what the series
+    # costs when nothing hands fds over.
+    "baseline-10.2.2": (NewTap(), SecondExport(), SharedFile(), Qsd()),
     "baseline-cpr": (NewTap(), SecondExport(), CprTransfer(), Qsd()),
     # The baseline with the tap opened inside the downtime.
     "tap-fallback-open": (FallbackOpen(), SecondExport(), SharedFile(), Qsd()),
@@ -497,11 +506,60 @@ SCENARIOS = {
 }
 
 
+# The scenarios whose QEMUs are QEMU 10.2.2 as the series found it.
+BASE_BUILDS = {"baseline-10.2.2"}
+
+
 def scenario(name, queues=1):
     """A new scenario of SCENARIOS; queues: the tap's."""
     network, disk, ram, backend = SCENARIOS[name]
     return Scenario(name, replace(network, queues=queues), replace(disk), replace(ram),
-                    replace(backend))
+                    replace(backend), qemu=BASE_QEMU if name in BASE_BUILDS else None)
+
+
+class Control:
+    """What run(measure=True) adds to each QEMU of the VM: the guest's
+    ticker on a debugcon port of its own (a control for the network gap
+    that needs no network and nothing handed over) and QEMU's trace of its
+    downtime (qemutrace.DOWNTIME_EVENTS, a few dozen lines)."""
+
+    def __init__(self, h):
+        self.h = h
+        self.tickers = {}
+
+    def trace_log(self, role):
+        return self.h.dir / f"trace-{role}.log"
+
+    def qemu_args(self, role):
+        """The options of the QEMU of role, whose records it starts taking."""
+        self.tickers[role] = Ticker(self.h, role)
+        return [*self.tickers[role].qemu_args(),
+                *qemutrace.trace_args(self.trace_log(role))]
+
+    def start(self, vm):
+        """Start the ticker in the guest (SCHED_FIFO, so that no other guest
+        process delays it) and wait for its first 100 ticks."""
+        vm.agent.run(start_command(rtprio=50))
+        self.tickers[vm.role].wait_ticks(100)
+
+    def figures(self, r, src, dst):
+        """Set in r what the ticks and the traces of the upgrade from role
+        src to role dst say (call once src has quit)."""
+        self.tickers[src].wait_closed()
+        ticks = tick_figures(self.tickers[src], self.tickers[dst])
+        r.tick_gap_ms = ticks.gap_ms
+        r.ticks_lost = ticks.lost
+        running = r.t["target_running"]
+        first = first_tick_after(self.tickers[dst], running)
+        r.first_tick_ms = (first - running) * 1000 if first is not None else None
+        if r.first_reply_ms is not None and r.first_tick_ms is not None:
+            r.net_rest_ms = r.first_reply_ms - r.first_tick_ms
+        save = qemutrace.downtime(self.trace_log(src), "save")
+        load = qemutrace.downtime(self.trace_log(dst), "load")
+        r.save_us, r.load_us = sum(save.sections_us.values()), sum(load.sections_us.values())
+        r.nic_save_us, r.nic_load_us = save.section_us("/virtio-net$"), load.section_us("/virtio-net$")
+        r.disk_save_us = save.section_us("/vhost-user-blk$")
+        r.disk_load_us = load.section_us("/vhost-user-blk$")
 
 
 def stream_figures(s):
@@ -555,17 +613,22 @@ def parse_kv(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
-def run(h, sc, settle=1.0, after=2.0):
+def run(h, sc, settle=1.0, after=2.0, measure=False):
     """Boot the VM under scenario sc in harness h, start the stream and the
     writer, do the local upgrade, and return the figures (a RunResult).
 
     settle: seconds of steady traffic and I/O before the migration;
-    after: seconds after the switch before the stream and writer stop.
+    after: seconds after the switch before the stream and writer stop;
+    measure: also the ticker's and QEMU's trace's figures (Control).
     """
     r = RunResult(scenario=sc.name, multi_queue=sc.mq)
     t = r.t
+    if measure:
+        sc.control = Control(h)
     sc.setup(h)
     src = boot_source(h, sc, r)
+    if sc.control:
+        sc.control.start(src)
     start_writer(src)
     stream = hn.Stream(h)
     stream.wait_ready()
@@ -595,6 +658,8 @@ def run(h, sc, settle=1.0, after=2.0):
     r.switch_ms = (t["target_running"] - t["source_stopped"]) * 1000
     r.first_reply_ms = (min(after) - t["target_running"]) * 1000 if after else None
     t["stream_stopped"] = time.monotonic()
+    if sc.control:
+        sc.control.figures(r, "src", "dst")
     stop_writer(h, dst, r)
     r.guest_alive_after = dst.agent.run("echo alive").strip() == "alive"
     r.vhost_user_connections = h.qsd.connections()
@@ -679,7 +744,8 @@ def upgrade(h, sc, src, r, role="dst"):
     if sc.quiesce_disk:
         pause_writer(src)
     sc.pre_migrate(h)
-    dst, t["migrate"] = sc.migrate(h, src, role=role)
+    extra = sc.control.qemu_args(role) if sc.control else ()
+    dst, t["migrate"] = sc.migrate(h, src, extra=extra, role=role)
     done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
                               e["data"]["status"] in ("completed", "failed"))
     t["completed"] = hn.event_time(done)
@@ -696,6 +762,7 @@ def upgrade(h, sc, src, r, role="dst"):
         resume_writer(dst)
     r.migration = src.mon.cmd("query-migrate")
     r.downtime_ms = r.migration.get("downtime")
+    r.total_ms = r.migration.get("total-time")
     r.target_status = dst.mon.cmd("query-status")["status"]
     r.source_exit = src.quit()
     t["source_gone"] = time.monotonic()
@@ -721,8 +788,9 @@ def boot_source(h, sc, r):
     """Start the source QEMU, boot the guest, start its UDP echo; the
     times of the boot go to r.t."""
     t = r.t
+    extra = [*sc.source_extra, *(sc.control.qemu_args("src") if sc.control else ())]
     src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine(),
-                extra=sc.source_extra, **sc.source_disk_opts(h))
+                extra=extra, qemu=sc.qemu, **sc.source_disk_opts(h))
     sc.source_started(h, src)
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
@@ -1081,8 +1149,12 @@ def run_failed_target(h, sc, how, after=1.5, io=False):
 def summarize(name, runs):
     """Median and range of the figures of several runs of one scenario."""
     out = {"scenario": name, "runs": len(runs)}
-    for key in ("lost", "sent", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
-                "first_reply_ms"):
+    keys = ["lost", "sent", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
+            "first_reply_ms"]
+    # and every other figure that is a number
+    keys += sorted({k for r in runs for k, v in r.items() if k not in keys and
+                    isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for key in keys:
         vals = [r[key] for r in runs if r.get(key) is not None]
         out[f"{key}_median"] = statistics.median(vals) if vals else None
         out[f"{key}_min"] = min(vals) if vals else None

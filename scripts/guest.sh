@@ -2,7 +2,7 @@
 # Build the tiny e2e test guest into work/guest/:
 #   vmlinuz     Debian's linux-image-6.1.0-*-amd64 kernel (extracted, not installed)
 #   initrd.img  busybox-static, the virtio modules, tests/e2e/guest/{init,mfds-agent}
-#               and the static writer and udpecho programs
+#               and the static writer, udpecho and ticker programs
 # Cached: rebuilt only when a hash of its inputs changes (work/guest/.stamp).
 . "$(dirname "$0")/lib.sh"
 
@@ -50,7 +50,7 @@ mkdir -p "$root"/{bin,dev,proc,sys,tmp,etc,lib/modules}
 cp /bin/busybox "$root/bin/busybox"
 install -m 755 "$SRC/init" "$root/init"
 install -m 755 "$SRC/mfds-agent" "$root/bin/mfds-agent"
-for p in writer udpecho; do
+for p in writer udpecho ticker; do
   gcc -static -O2 -Wall -o "$root/bin/$p" "$SRC/$p.c" || die "cannot build $p (is libc6-dev installed? run scripts/deps.sh)"
 done
 
