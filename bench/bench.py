@@ -22,6 +22,14 @@ in the switch, source stopped -> target running, which does); when it has
 baseline-throttled and vhost-user-blk-migrate-fds, another compares their
 disks.
 
+scale and scale-baseline (mfds/scale.py, issue #16): a 4-vCPU guest with 4
+virtio-net NICs on 4 taps of 8 queues each and 4 vhost-user-blk disks in 2
+qemu-storage-daemons, a stream into every NIC and a writer on every disk,
+upgraded with every fd handed over (scale) and with the property off,
+today's new taps and second exports (scale-baseline); they have a table of
+their own and, when both ran, what the handover adds to the downtime and
+its cost per fd passed.
+
 Every run also has the guest's ticker on a debugcon port (a control that
 needs no network: where the longest gap goes) and QEMU's trace of its
 downtime, section by section (run(measure=True)); a second table gives
@@ -37,7 +45,7 @@ import os
 import sys
 import traceback
 
-from mfds import harness, paths
+from mfds import harness, paths, scale
 from mfds.scenario import run, scenario, summarize
 
 # The scenarios run when none is named, in this order (mfds.scenario.SCENARIOS
@@ -45,6 +53,12 @@ from mfds.scenario import run, scenario, summarize
 DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
            "tap-fallback-open", "baseline-throttled", "vhost-user-blk-migrate-fds",
            "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr")
+
+# The scale scenarios (mfds/scale.py): name -> handover.  Run by name
+# (python3 -m bench.bench scale scale-baseline), not by default yet: their
+# downtime scatters by +-15 ms between runs here, far more than the
+# difference they are to show.
+SCALE = {"scale": True, "scale-baseline": False}
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
         "first_reply_ms", "total_ms",
@@ -149,12 +163,19 @@ def main():
         for i in range(runs):
             try:
                 with harness.Harness(f"bench-{name}-{i}", logs=out_dir / "logs" / f"{name}-{i}") as h:
-                    r = run(h, scenario(name), measure=True)
+                    if name in SCALE:
+                        r = scale.run_scale(h, SCALE[name])
+                    else:
+                        r = run(h, scenario(name), measure=True)
             except Exception:
                 failed += 1
                 traceback.print_exc()
                 print(f"bench: {name} run {i + 1} failed (logs in {out_dir}/logs/{name}-{i})",
                       file=sys.stderr)
+                continue
+            if name in SCALE:
+                samples.append(r.sample())
+                print(f"{name} run {i + 1}/{runs}: {scale.describe(r)}", file=sys.stderr)
                 continue
             samples.append({k: getattr(r, k) for k in KEEP})
             print(f"{name} run {i + 1}/{runs}: lost {r.lost}/{r.sent}, "
@@ -166,6 +187,11 @@ def main():
         s["samples"] = samples
         results.append(s)
     (out_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    scale_results = [s for s in results if s["scenario"] in SCALE]
+    results = [s for s in results if s["scenario"] not in SCALE]
+    if not results:
+        scale_table(scale_results)
+        finish(out_dir, failed)
 
     width = max([len("scenario")] + [len(s["scenario"]) for s in results])
     head = f"{'scenario':<{width}} {'runs':>4}  {'sent':>16}  {'lost':>14}  {'longest gap ms':>18}  " \
@@ -197,6 +223,84 @@ def main():
           "warming up, with no network); net rest: 1st reply - 1st tick (what the network path "
           "adds); saved/loaded: QEMU's vmstate_downtime_* trace, every section while stopped")
     compare(results)
+    scale_table(scale_results)
+    finish(out_dir, failed)
+
+
+def scale_table(results):
+    """The scale scenarios' own table, and the handover against the
+    property off of the same run."""
+    if not results:
+        return
+    print()
+    print(f"scale: {scale.VCPUS} vCPUs, {scale.NICS} NICs x {scale.QUEUES} tap queues "
+          f"({scale.RATE_HZ} Hz UDP stream each), {scale.DISKS} vhost-user-blk disks "
+          f"({scale.DISK_QUEUES} queues, {scale.DISK_IOPS} IOPS, {scale.EXPORTS_PER_DAEMON} "
+          f"exports in each of {scale.DISKS // scale.EXPORTS_PER_DAEMON} daemons); "
+          f"median (min-max)")
+    width = max(len("scenario"), *(len(s["scenario"]) for s in results))
+    print(f"{'scenario':<{width}} {'runs':>4}  {'downtime ms':>12}  {'traced µs':>20}  "
+          f"{'switch ms':>18}  {'NIC save/load µs':>16}  {'disk save/load µs':>17}  "
+          f"{'fds passed':>10}")
+    for s in results:
+        print(f"{s['scenario']:<{width}} {s['runs']:>4}  {fmt(s, 'downtime_ms'):>12}  "
+              f"{fmt(s, 'downtime_us'):>20}  {fmt(s, 'switch_ms', 1):>18}  "
+              f"{med(s, 'nic_save_us') + '/' + med(s, 'nic_load_us'):>16}  "
+              f"{med(s, 'disk_save_us') + '/' + med(s, 'disk_load_us'):>17}  "
+              f"{med(s, 'fds_passed'):>10}")
+    print(f"{'per device':<{width}} {'':>4}  " +
+          "  ".join(f"{'nic' + str(i) + ' lost/gap ms':>22}" for i in range(scale.NICS)))
+    for s in results:
+        print(f"{s['scenario']:<{width}} {s['runs']:>4}  " +
+              "  ".join(f"{med(s, f'nic{i}_lost') + ' / ' + fmt(s, f'nic{i}_gap_ms', 1):>22}"
+                        for i in range(scale.NICS)))
+    print(f"{'':<{width}} {'':>4}  " +
+          "  ".join(f"{'disk' + str(k) + ' lost/failed/stall ms':>26}"
+                    for k in range(scale.DISKS)))
+    for s in results:
+        print(f"{s['scenario']:<{width}} {s['runs']:>4}  " +
+              "  ".join(f"{disk_cell(s, k):>26}" for k in range(scale.DISKS)))
+    for s in results:
+        kinds = sorted(k for k in s if k.startswith("fds_") and k.endswith("_median")
+                       and k != "fds_passed_median")
+        print(f"{s['scenario']}: fds passed by kind (medians): " +
+              (", ".join(f"{k[4:-7]} {s[k]:.0f}" for k in kinds) or "none") +
+              f"; datagrams lost {sum(x['lost'] for x in s['samples'])}, "
+              f"writes lost {sum(x['io_lost'] for x in s['samples'])}, failed "
+              f"{sum(x['io_errors'] for x in s['samples'])} (daemon panics in "
+              f"{sum(1 for x in s['samples'] if x['backend_panics'])}) over the runs")
+    print("downtime ms: QEMU's (query-migrate); traced: the same from the source's trace "
+          "(src-downtime-start -> -end); switch: source stopped -> target running; "
+          "save/load: vmstate_downtime_* of every NIC's / disk's section; fds passed: the "
+          "target's fds that are the source's open files (kcmp); per device: median lost "
+          "(datagrams; writes lost/failed) and longest gap / I/O stall")
+    by = {s["scenario"]: s for s in results}
+    ho, base = by.get("scale"), by.get("scale-baseline")
+    keys = ("downtime_us", "downtime_ms", "fds_passed", "nic_save_us", "nic_load_us",
+            "disk_save_us", "disk_load_us")
+    if not (ho and base) or any(s.get(f"{k}_median") is None for s in (ho, base) for k in keys):
+        return
+    added_us = ho["downtime_us_median"] - base["downtime_us_median"]
+    sections = lambda s: sum(s[f"{k}_median"] for k in ("nic_save_us", "nic_load_us",
+                                                         "disk_save_us", "disk_load_us"))
+    added_sections = sections(ho) - sections(base)
+    fds = ho["fds_passed_median"]
+    per_fd = (f"{added_us / fds:+.1f} µs of downtime, {added_sections / fds:+.1f} µs of "
+              f"NIC and disk save+load per fd" if fds else "no fd passed")
+    print(f"scale vs scale-baseline (medians, this run): downtime "
+          f"{ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms, traced "
+          f"{ho['downtime_us_median']:.0f} vs {base['downtime_us_median']:.0f} µs "
+          f"({added_us:+.0f} µs; the target, < 1000 µs, "
+          f"{'met' if added_us < 1000 else 'not met'} by these medians: see their ranges); "
+          f"NIC+disk save+load {sections(ho):.0f} vs {sections(base):.0f} µs "
+          f"({added_sections:+.0f} µs); {fds:.0f} fds passed: {per_fd}")
+
+
+def disk_cell(s, k):
+    return f"{med(s, f'disk{k}_lost')}/{med(s, f'disk{k}_failed')} / {fmt(s, f'disk{k}_stall_ms', 1)}"
+
+
+def finish(out_dir, failed):
     print(f"written: {out_dir / 'results.json'}")
     left = harness.leftovers()
     if left:
