@@ -670,6 +670,18 @@ class Stream:
         return {"sent_t": sent, "recv": recv, "send_errors": data["send_errors"]}
 
 
+def accept_until_stopped(listener, stop):
+    """One connection accepted on listener, or None once the event stop is
+    set (checked every 0.1 s, so that a teardown never waits on accept)."""
+    listener.settimeout(0.1)
+    while not stop.is_set():
+        try:
+            return listener.accept()[0]
+        except socket.timeout:
+            continue
+    return None
+
+
 class Proxy:
     """A relay between the source's `migrate` (to uri) and the target's
     listening socket (target), which forwards the stream with its fds: each
@@ -735,14 +747,8 @@ class Proxy:
 
     def _run(self):
         try:
-            self.listener.settimeout(0.1)
-            while not self._stop.is_set():
-                try:
-                    self.src, _ = self.listener.accept()
-                    break
-                except socket.timeout:
-                    continue
-            else:
+            self.src = accept_until_stopped(self.listener, self._stop)
+            if self.src is None:
                 return
             self.dst = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.dst.connect(self.target)

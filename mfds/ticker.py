@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
+from .harness import accept_until_stopped
 from .paths import scaled
 
 DEBUGCON_IOBASE = 0xE9
@@ -93,14 +94,8 @@ class Ticker:
 
     def _run(self):
         try:
-            self.listener.settimeout(0.1)
-            while not self._stop.is_set():
-                try:
-                    self._conn, _ = self.listener.accept()
-                    break
-                except socket.timeout:
-                    continue
-            else:
+            self._conn = accept_until_stopped(self.listener, self._stop)
+            if self._conn is None:
                 return
             self.connected.set()
             self._conn.settimeout(0.1)
