@@ -800,6 +800,28 @@ class Proxy:
                 raise TimeoutError("the target does not read the stream")
             time.sleep(0.01)
 
+    def wait_forwarded(self, timeout=10):
+        """Wait until the proxy has passed on all the source sent so far and
+        the target has read it: a cut after that breaks a load that has
+        begun.  (A cut before the target read the stream's first 4 bytes
+        would fail QEMU's peek at the channel's magic, after which QEMU
+        10.2.2 marks the migration failed and keeps listening.)"""
+        deadline = time.monotonic() + scaled(timeout)
+        buf = bytearray(4)
+        while True:
+            with self._lock:
+                pending = None
+                if self.src is not None and self.dst is not None:
+                    fcntl.ioctl(self.src.fileno(), termios.FIONREAD, buf)
+                    unread_here = int.from_bytes(buf, "little")
+                    fcntl.ioctl(self.dst.fileno(), termios.TIOCOUTQ, buf)
+                    pending = unread_here + int.from_bytes(buf, "little")
+            if pending == 0:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the stream is not passed on ({pending} bytes wait)")
+            time.sleep(0.01)
+
     def release(self):
         """Let the held stream go on to the target, to its end."""
         with self._lock:

@@ -965,6 +965,7 @@ def run_fault(h, sc, point, fault, after=1.5, io=False, keep_failed_target=True)
         elif fault == "cancel":
             src.mon.cmd("migrate_cancel")
         elif fault == "socket-closed":
+            proxy.wait_forwarded()
             proxy.cut()
         elif fault == "out-of-fds":
             n = hn.proc_usage(dst.pid())["fds"]
