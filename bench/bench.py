@@ -26,14 +26,16 @@ scale and scale-baseline (mfds/scale.py, issue #16): a 4-vCPU guest with 4
 virtio-net NICs on 4 taps of 8 queues each and 4 vhost-user-blk disks in 2
 qemu-storage-daemons, a stream into every NIC and a writer on every disk,
 upgraded with every fd handed over (scale) and with the property off,
-today's new taps and second exports (scale-baseline); they have a table of
-their own and, when both ran, what the handover adds to the downtime and
-its cost per fd passed.
+today's new taps and second exports (scale-baseline), last in the default
+set; they have a table of their own and, when both ran, what the handover
+adds to the switch and its cost per fd passed.
 
 Every run also has the guest's ticker on a debugcon port (a control that
 needs no network: where the longest gap goes) and QEMU's trace of its
 downtime, section by section (run(measure=True)); a second table gives
-them.
+them, and a third the switch in its steps, from both QEMUs' traces: the
+source stops the VM, the state is saved and loaded (at the target's pace),
+the target starts the VM (qemutrace.Switchover).
 
 Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
 with one object per scenario (scenario, runs, <figure>_median/_min/_max for
@@ -52,19 +54,17 @@ from mfds.scenario import run, scenario, summarize
 # has also those only the tests use).
 DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
            "tap-fallback-open", "baseline-throttled", "vhost-user-blk-migrate-fds",
-           "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr")
+           "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr",
+           "scale", "scale-baseline")
 
-# The scale scenarios (mfds/scale.py): name -> handover.  Run by name
-# (python3 -m bench.bench scale scale-baseline), not by default yet: their
-# downtime scatters by +-15 ms between runs here, far more than the
-# difference they are to show.
+# The scale scenarios (mfds/scale.py): name -> handover.
 SCALE = {"scale": True, "scale-baseline": False}
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
         "first_reply_ms", "total_ms",
         "tick_gap_ms", "first_tick_ms", "ticks_lost", "net_rest_ms",
         "save_us", "load_us", "nic_save_us", "nic_load_us", "disk_save_us", "disk_load_us",
-        "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
+        "stop_ms", "stream_ms", "start_ms", "traced_switch_ms", "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
 
 
 def med(s, key):
@@ -93,6 +93,16 @@ def cost(ho, base, key, what):
             f"({ho[key + '_median'] - base[key + '_median']:+.0f} µs)")
 
 
+def steps(s):
+    """s's median stop/stream/start (ms)."""
+    return "/".join(med1(s, k) for k in ("stop_ms", "stream_ms", "start_ms"))
+
+
+def med1(s, key):
+    m = s.get(f"{key}_median")
+    return "-" if m is None else f"{m:.1f}"
+
+
 def switch(ho, base):
     return (f"switch {ho['switch_ms_median']:.1f} vs {base['switch_ms_median']:.1f} ms "
             f"({ho['switch_ms_median'] - base['switch_ms_median']:+.1f} ms)")
@@ -106,7 +116,8 @@ COMPARISONS = [
      f"longest gap {ho['gap_ms_median']:.1f} vs {base['gap_ms_median']:.1f} ms "
      f"({ho['gap_ms_median'] / base['gap_ms_median']:.2f}x); {downtime(ho, base)}; "
      f"{cost(ho, base, 'nic_save_us', 'virtio-net saved in')}, "
-     f"{cost(ho, base, 'nic_load_us', 'loaded in')}"),
+     f"{cost(ho, base, 'nic_load_us', 'loaded in')}; "
+     f"stop/stream/start {steps(ho)} vs {steps(base)} ms"),
     # The series with nothing handed over against QEMU as it found it.
     ("baseline", "baseline-10.2.2", lambda ho, base:
      f"migration total {ho['total_ms_median']:.0f} vs {base['total_ms_median']:.0f} ms; "
@@ -123,6 +134,7 @@ COMPARISONS = [
      f"{base['io_stall_ms_median']:.1f} ms; I/O lost {io_lost(ho)} vs {io_lost(base)}; "
      f"{downtime(ho, base)}; {cost(ho, base, 'disk_save_us', 'vhost-user-blk saved in')}, "
      f"{cost(ho, base, 'disk_load_us', 'loaded in')}; "
+     f"stop/stream/start {steps(ho)} vs {steps(base)} ms; "
      f"vhost-user connections {connections(ho)} vs {connections(base)}"),
 ]
 
@@ -222,6 +234,24 @@ def main():
           "on isa-debugcon); 1st tick: target running -> its first tick there (the new process "
           "warming up, with no network); net rest: 1st reply - 1st tick (what the network path "
           "adds); saved/loaded: QEMU's vmstate_downtime_* trace, every section while stopped")
+    print()
+    print("where the switch goes (medians, ms; from both QEMUs' traces, one host clock)")
+    head = f"{'scenario':<{width}} {'stop':>6}  {'stream':>7}  {'start':>6}  {'sum':>6}  " \
+           f"{'switch':>7}  {'target loads ms':>15}"
+    print(head)
+    for s in results:
+        print(f"{s['scenario']:<{width}} {med1(s, 'stop_ms'):>6}  {med1(s, 'stream_ms'):>7}  "
+              f"{med1(s, 'start_ms'):>6}  {med1(s, 'traced_switch_ms'):>6}  {med1(s, 'switch_ms'):>7}  "
+              f"{ms_of_us(s, 'load_us'):>15}")
+    print("stop: the source stops the VM (src-downtime-start -> src-vm-stopped; today's path "
+          "stops the vhost-user vrings here); stream: the source saves the state, the target "
+          "loads it (-> dst-precopy-loadvm-completed; the target sets the pace: each virtio "
+          "device's state is ~46 KiB, the stream outgrows the socket's buffer and the source "
+          "waits for the target, so the source's save figures above include that wait); "
+          "start: the target starts the VM (-> dst-precopy-bh-vm-started; today's path sets "
+          "the vhost-user session up again here); sum: the three, per run; switch: from QMP's "
+          "STOP and RESUME events; "
+          "target loads: the target's load of every section, the busy part of stream")
     compare(results)
     scale_table(scale_results)
     finish(out_dir, failed)
@@ -239,12 +269,13 @@ def scale_table(results):
           f"exports in each of {scale.DISKS // scale.EXPORTS_PER_DAEMON} daemons); "
           f"median (min-max)")
     width = max(len("scenario"), *(len(s["scenario"]) for s in results))
-    print(f"{'scenario':<{width}} {'runs':>4}  {'downtime ms':>12}  {'traced µs':>20}  "
-          f"{'switch ms':>18}  {'NIC save/load µs':>16}  {'disk save/load µs':>17}  "
-          f"{'fds passed':>10}")
+    print(f"{'scenario':<{width}} {'runs':>4}  {'downtime ms':>12}  {'switch ms':>18}  "
+          f"{'traced ms':>18}  {'stop/stream/start ms':>20}  {'NIC save/load µs':>16}  "
+          f"{'disk save/load µs':>17}  {'fds passed':>10}")
     for s in results:
         print(f"{s['scenario']:<{width}} {s['runs']:>4}  {fmt(s, 'downtime_ms'):>12}  "
-              f"{fmt(s, 'downtime_us'):>20}  {fmt(s, 'switch_ms', 1):>18}  "
+              f"{fmt(s, 'switch_ms', 1):>18}  {fmt(s, 'traced_switch_ms', 1):>18}  "
+              f"{steps(s):>20}  "
               f"{med(s, 'nic_save_us') + '/' + med(s, 'nic_load_us'):>16}  "
               f"{med(s, 'disk_save_us') + '/' + med(s, 'disk_load_us'):>17}  "
               f"{med(s, 'fds_passed'):>10}")
@@ -269,31 +300,35 @@ def scale_table(results):
               f"writes lost {sum(x['io_lost'] for x in s['samples'])}, failed "
               f"{sum(x['io_errors'] for x in s['samples'])} (daemon panics in "
               f"{sum(1 for x in s['samples'] if x['backend_panics'])}) over the runs")
-    print("downtime ms: QEMU's (query-migrate); traced: the same from the source's trace "
-          "(src-downtime-start -> -end); switch: source stopped -> target running; "
-          "save/load: vmstate_downtime_* of every NIC's / disk's section; fds passed: the "
-          "target's fds that are the source's open files (kcmp); per device: median lost "
-          "(datagrams; writes lost/failed) and longest gap / I/O stall")
+    print("downtime ms: QEMU's (query-migrate: the source's, which waits for the target's "
+          "load); switch: source stopped -> target running (QMP events); traced: the same "
+          "from both QEMUs' traces, in its steps stop/stream/start (qemutrace.Switchover); "
+          "save/load: vmstate_downtime_* of every NIC's / disk's section (the source's save "
+          "includes waiting for the target); fds passed: the target's fds that are the "
+          "source's open files (kcmp); per device: median lost (datagrams; writes "
+          "lost/failed) and longest gap / I/O stall")
     by = {s["scenario"]: s for s in results}
     ho, base = by.get("scale"), by.get("scale-baseline")
-    keys = ("downtime_us", "downtime_ms", "fds_passed", "nic_save_us", "nic_load_us",
-            "disk_save_us", "disk_load_us")
+    keys = ("traced_switch_ms", "stop_ms", "stream_ms", "start_ms", "fds_passed",
+            "nic_load_us", "disk_load_us")
     if not (ho and base) or any(s.get(f"{k}_median") is None for s in (ho, base) for k in keys):
         return
-    added_us = ho["downtime_us_median"] - base["downtime_us_median"]
-    sections = lambda s: sum(s[f"{k}_median"] for k in ("nic_save_us", "nic_load_us",
-                                                         "disk_save_us", "disk_load_us"))
-    added_sections = sections(ho) - sections(base)
+    added_ms = ho["traced_switch_ms_median"] - base["traced_switch_ms_median"]
+    loads = lambda s: s["nic_load_us_median"] + s["disk_load_us_median"]
+    added_load = loads(ho) - loads(base)
     fds = ho["fds_passed_median"]
-    per_fd = (f"{added_us / fds:+.1f} µs of downtime, {added_sections / fds:+.1f} µs of "
-              f"NIC and disk save+load per fd" if fds else "no fd passed")
-    print(f"scale vs scale-baseline (medians, this run): downtime "
-          f"{ho['downtime_ms_median']:.0f} vs {base['downtime_ms_median']:.0f} ms, traced "
-          f"{ho['downtime_us_median']:.0f} vs {base['downtime_us_median']:.0f} µs "
-          f"({added_us:+.0f} µs; the target, < 1000 µs, "
-          f"{'met' if added_us < 1000 else 'not met'} by these medians: see their ranges); "
-          f"NIC+disk save+load {sections(ho):.0f} vs {sections(base):.0f} µs "
-          f"({added_sections:+.0f} µs); {fds:.0f} fds passed: {per_fd}")
+    per_fd = f"{added_load / fds:+.1f} µs of the target's load per fd" if fds else "no fd passed"
+    print(f"scale vs scale-baseline (medians, this run): switch {ho['traced_switch_ms_median']:.1f} "
+          f"vs {base['traced_switch_ms_median']:.1f} ms traced ({added_ms:+.1f} ms; the "
+          f"target, < 1 ms added, {'met' if added_ms < 1 else 'not met'} by these medians: "
+          f"see their ranges); stop/stream/start {steps(ho)} vs {steps(base)} ms; the "
+          f"target's load of the NICs and disks {loads(ho):.0f} vs {loads(base):.0f} µs "
+          f"({added_load:+.0f} µs); {fds:.0f} fds passed: {per_fd}")
+
+
+def ms_of_us(s, key):
+    m = s.get(f"{key}_median")
+    return "-" if m is None else f"{m / 1000:.1f}"
 
 
 def disk_cell(s, k):

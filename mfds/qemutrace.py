@@ -77,6 +77,43 @@ def downtime(log, side):
     return Downtime(sections, checkpoints)
 
 
+@dataclasses.dataclass
+class Switchover:
+    """Where the switchover's time goes, from the checkpoints of both sides
+    (one host clock), ms; None where a checkpoint is missing.
+
+    stop: the source stops the VM (src-downtime-start -> src-vm-stopped;
+    today's path stops the vhost-user vrings here).  stream: the source
+    saves the devices' state and the target loads it (-> dst-precopy-
+    loadvm-completed).  The target sets the pace: each virtio device's
+    state is ~46 KiB (QEMU saves arrays of VIRTIO_QUEUE_MAX queues), so the
+    stream outgrows the socket's buffer and the source's save waits for the
+    target's load; the source's per-section save times include that wait,
+    the target's load times do not.  start: the target starts the VM
+    (-> dst-precopy-bh-vm-started; today's path sets the vhost-user
+    session up again here).  switch: their sum."""
+    stop_ms: object
+    stream_ms: object
+    start_ms: object
+
+    @property
+    def switch_ms(self):
+        parts = (self.stop_ms, self.stream_ms, self.start_ms)
+        return None if None in parts else sum(parts)
+
+
+def switchover(save, load):
+    """Switchover of the source's Downtime save and the target's load."""
+    def span(a, first, b, last):
+        if first not in a.checkpoints or last not in b.checkpoints:
+            return None
+        return (b.checkpoints[last] - a.checkpoints[first]) * 1000
+    return Switchover(
+        stop_ms=span(save, "src-downtime-start", save, "src-vm-stopped"),
+        stream_ms=span(save, "src-vm-stopped", load, "dst-precopy-loadvm-completed"),
+        start_ms=span(load, "dst-precopy-loadvm-completed", load, "dst-precopy-bh-vm-started"))
+
+
 def vmsd_loads_us(log, name):
     """µs each outermost load of VMState description @name took, in order
     (nested loads of the same name count in their parent's)."""

@@ -105,6 +105,11 @@ class RunResult(Figures):
     nic_load_us: Optional[int] = None
     disk_save_us: Optional[int] = None  # the vhost-user-blk section's (with the session's handover)
     disk_load_us: Optional[int] = None
+    # The switch in three steps, from both QEMUs' traces (qemutrace.Switchover), ms
+    stop_ms: Optional[float] = None    # the source stops the VM
+    stream_ms: Optional[float] = None  # the state is saved, sent and loaded
+    start_ms: Optional[float] = None   # the target starts the VM
+    traced_switch_ms: Optional[float] = None  # their sum
 
 
 @dataclass

@@ -127,6 +127,11 @@ class ScaleResult:
     downtime_us: Optional[int] = None
     total_ms: Optional[int] = None
     switch_ms: Optional[float] = None   # source stopped -> target running
+    # The switch in three steps, from both QEMUs' traces (qemutrace.Switchover), ms
+    stop_ms: Optional[float] = None
+    stream_ms: Optional[float] = None
+    start_ms: Optional[float] = None
+    traced_switch_ms: Optional[float] = None  # their sum
     save_us: Optional[int] = None       # every section saved while stopped
     load_us: Optional[int] = None
     nic_save_us: Optional[int] = None   # the virtio-net sections (all NICs)
@@ -147,7 +152,8 @@ class ScaleResult:
     def sample(self):
         """The numbers bench.py keeps (and summarizes) of one run."""
         s = {k: getattr(self, k) for k in
-             ("downtime_ms", "downtime_us", "total_ms", "switch_ms", "save_us", "load_us",
+             ("downtime_ms", "downtime_us", "total_ms", "switch_ms", "stop_ms", "stream_ms",
+              "start_ms", "traced_switch_ms", "save_us", "load_us",
               "nic_save_us", "nic_load_us", "disk_save_us", "disk_load_us", "fds_passed")}
         s["sent"] = sum(n.sent for n in self.nics)
         s["lost"] = sum(n.lost for n in self.nics)
@@ -477,6 +483,9 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
     r.nic_save_us, r.nic_load_us = save.section_us("/virtio-net$"), load.section_us("/virtio-net$")
     r.disk_save_us = save.section_us("/vhost-user-blk$")
     r.disk_load_us = load.section_us("/vhost-user-blk$")
+    steps = qemutrace.switchover(save, load)
+    r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
+    r.traced_switch_ms = steps.switch_ms
     span = save.span_ms("src-downtime-start", "src-downtime-end")
     r.downtime_us = round(span * 1000) if span is not None else None
     for side, d in (("save", save), ("load", load)):

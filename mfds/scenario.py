@@ -560,6 +560,9 @@ class Control:
         r.nic_save_us, r.nic_load_us = save.section_us("/virtio-net$"), load.section_us("/virtio-net$")
         r.disk_save_us = save.section_us("/vhost-user-blk$")
         r.disk_load_us = load.section_us("/vhost-user-blk$")
+        steps = qemutrace.switchover(save, load)
+        r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
+        r.traced_switch_ms = steps.switch_ms
 
 
 def stream_figures(s):
