@@ -57,6 +57,10 @@ DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
            "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr",
            "scale", "scale-baseline")
 
+# The scenarios whose disk is the subject (the others pause the guest's
+# writer across the upgrade): they get the disk's table.
+DISK_SCENARIOS = ("baseline-throttled", "vhost-user-blk-migrate-fds")
+
 # The scale scenarios (mfds/scale.py): name -> handover.
 SCALE = {"scale": True, "scale-baseline": False}
 
@@ -64,7 +68,9 @@ KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "swi
         "first_reply_ms", "total_ms",
         "tick_gap_ms", "first_tick_ms", "ticks_lost", "net_rest_ms",
         "save_us", "load_us", "nic_save_us", "nic_load_us", "disk_save_us", "disk_load_us",
-        "stop_ms", "stream_ms", "start_ms", "traced_switch_ms", "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
+        "stop_ms", "stream_ms", "start_ms", "traced_switch_ms",
+        "in_daemon_at_stop", "completed_while_stopped", "backend_stall_ms", "backend_stall_at_ms",
+        "first_request_ms", "first_completion_ms", "records", "records_verified", "io_lost", "writer_stuck", "vhost_user_connections")
 
 
 def med(s, key):
@@ -252,6 +258,28 @@ def main():
           "the vhost-user session up again here); sum: the three, per run; switch: from QMP's "
           "STOP and RESUME events; "
           "target loads: the target's load of every section, the busy part of stream")
+    disks = [s for s in results if s.get("in_daemon_at_stop_median") is not None
+             and s["scenario"] in DISK_SCENARIOS]
+    if disks:
+        print()
+        print("the disk around the switch (medians; the backend's view: the disk's rings read "
+              "in guest RAM from the host, host clock)")
+        print(f"{'scenario':<{width}} {'in daemon at stop':>17}  {'completed stopped':>17}  "
+              f"{'backend stall ms':>16}  {'at ms':>7}  {'1st request ms':>14}  "
+              f"{'1st completion ms':>17}  {'guest stall ms':>14}")
+        for s in disks:
+            print(f"{s['scenario']:<{width}} {med(s, 'in_daemon_at_stop'):>17}  "
+                  f"{med(s, 'completed_while_stopped'):>17}  {med1(s, 'backend_stall_ms'):>16}  "
+                  f"{med1(s, 'backend_stall_at_ms'):>7}  {med1(s, 'first_request_ms'):>14}  "
+                  f"{med1(s, 'first_completion_ms'):>17}  {med1(s, 'io_stall_ms'):>14}")
+        print("in daemon at stop: requests the guest submitted and the daemon had not "
+              "completed when the source stopped (avail - used); completed stopped: completions "
+              "the daemon pushed while no QEMU ran the VM (used idx moving between source "
+              "stopped and target running); backend stall: the longest gap between two "
+              "completions, beginning at ms after the source stopped; 1st request / 1st "
+              "completion: target running -> the guest's first new request / the daemon's "
+              "next completion; guest stall: the writer's own longest stall (guest clock, which "
+              "stands still while the VM is stopped)")
     compare(results)
     scale_table(scale_results)
     finish(out_dir, failed)

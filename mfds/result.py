@@ -110,6 +110,14 @@ class RunResult(Figures):
     stream_ms: Optional[float] = None  # the state is saved, sent and loaded
     start_ms: Optional[float] = None   # the target starts the VM
     traced_switch_ms: Optional[float] = None  # their sum
+    # The backend's view (ringwatch.IoSwitch: the disk's rings in guest RAM,
+    # host clock), where guest RAM is a file
+    in_daemon_at_stop: Optional[int] = None  # requests inside the daemon when the source stopped
+    completed_while_stopped: Optional[int] = None  # completions it pushed while no QEMU ran
+    backend_stall_ms: Optional[float] = None  # longest gap between its completions, ms
+    backend_stall_at_ms: Optional[float] = None  # where that gap began, ms after the source stopped
+    first_request_ms: Optional[float] = None  # target running -> the guest's first new request
+    first_completion_ms: Optional[float] = None  # target running -> the daemon's next completion
 
 
 @dataclass

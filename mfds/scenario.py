@@ -39,13 +39,14 @@ import resource
 import signal
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Optional
 
 from . import harness as hn
 from . import qemutrace
 from .paths import BASE_QEMU, scaled
 from .result import FaultResult, RunResult, StreamFigures
+from .ringwatch import RingWatch
 from .ticker import Ticker, first_tick_after, start_command, tick_figures
 from .verify import check_image, tap_info
 
@@ -526,6 +527,7 @@ class Control:
     def __init__(self, h):
         self.h = h
         self.tickers = {}
+        self.rings = None
 
     def trace_log(self, role):
         return self.h.dir / f"trace-{role}.log"
@@ -541,6 +543,13 @@ class Control:
         process delays it) and wait for its first 100 ticks."""
         vm.agent.run(start_command(rtprio=50))
         self.tickers[vm.role].wait_ticks(100)
+
+    def watch_rings(self, vm):
+        """Watch the disk's rings in guest RAM (ringwatch: the backend's
+        view of the switchover), where that RAM is a file (not under
+        cpr-transfer, whose RAM is a memfd)."""
+        self.rings = RingWatch(self.h.shm, vm) if self.h.shm.exists() else None
+        self.h.stack.callback(lambda: self.rings and self.rings.stop())
 
     def figures(self, r, src, dst):
         """Set in r what the ticks and the traces of the upgrade from role
@@ -563,6 +572,12 @@ class Control:
         steps = qemutrace.switchover(save, load)
         r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
         r.traced_switch_ms = steps.switch_ms
+        if self.rings:
+            self.rings.stop()
+            io = self.rings.switch(r.t["source_stopped"], r.t["target_running"])
+            for f in fields(io):
+                if hasattr(r, f.name):
+                    setattr(r, f.name, getattr(io, f.name))
 
 
 def stream_figures(s):
@@ -633,6 +648,8 @@ def run(h, sc, settle=1.0, after=2.0, measure=False):
     if sc.control:
         sc.control.start(src)
     start_writer(src)
+    if sc.control:
+        sc.control.watch_rings(src)
     stream = hn.Stream(h)
     stream.wait_ready()
     time.sleep(settle)

@@ -16,9 +16,6 @@ guest submitted completed and reads back intact (assert_every_write_completed).
 A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
 tail of its log (work/e2e/<test>/qemu-<role>.log)."""
 import contextlib
-import os
-import struct
-import threading
 import time
 from pathlib import Path
 
@@ -27,6 +24,7 @@ from qemu.qmp import ExecuteError
 
 from mfds.paths import scaled
 from mfds.result import RunResult
+from mfds.ringwatch import RingWatch
 from mfds.scenario import (boot_source, guest_writes, pause_writer, resume_writer,
                            run_failed_target, scenario, start_writer, stop_writer, upgrade,
                            wait_running)
@@ -296,54 +294,6 @@ def test_vub_handover_of_paused_vm(h):
     finish(h, dst, r)
 
 
-class RingWatch:
-    """The disk's split virtqueues, sampled from the host every ~0.5 ms in
-    guest RAM (the shared file on /dev/shm, guest physical address = file
-    offset): the guest driver's avail idx and the daemon's used idx.  Their
-    difference is the number of requests the guest submitted that the
-    daemon has not completed (qemu-storage-daemon pops each kick's requests
-    at once: requests inside the daemon, here mostly in its throttle
-    group).  The ring addresses come from x-query-virtio-vhost-queue-status,
-    which reads QEMU's own state (x-query-virtio-queue-status would send
-    GET_VRING_BASE, which stops the ring)."""
-
-    def __init__(self, h, vm):
-        nvqs = qmp(vm, "x-query-virtio-status", path=DISK)["vhost-dev"]["nvqs"]
-        self.rings = []
-        for q in range(nvqs):
-            st = qmp(vm, "x-query-virtio-vhost-queue-status", path=DISK, queue=q)
-            self.rings.append((st["avail-phys"] + 2, st["used-phys"] + 2))
-        size = os.path.getsize(h.shm)
-        assert all(a < size and u < size for a, u in self.rings), (self.rings, size)
-        self.fd = os.open(h.shm, os.O_RDONLY)
-        self.samples = []   # (host time, [in flight per queue], [used idx per queue])
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
-
-    def _idx(self, off):
-        return struct.unpack("<H", os.pread(self.fd, 2, off))[0]
-
-    def _loop(self):
-        while not self._stop.is_set():
-            t = time.monotonic()
-            used = [self._idx(u) for _, u in self.rings]
-            inflight = [(self._idx(a) - u) & 0xffff for (a, _), u in zip(self.rings, used)]
-            self.samples.append((t, inflight, used))
-            time.sleep(0.0005)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(scaled(5))
-        os.close(self.fd)
-
-    def at(self, t):
-        """The last sample taken at or before host time t."""
-        before = [s for s in self.samples if s[0] <= t]
-        assert before, f"no ring sample before {t}"
-        return before[-1]
-
-
 def test_vub_handover_requests_in_flight_at_switchover(h):
     """At queue depth 32 with the daemon throttled to 1000 IOPS, the
     requests inside the daemon when the source stopped (the switchover) are
@@ -355,7 +305,7 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
     just before `migrate`.  Every write completes intact, one connection."""
     sc = scenario("vhost-user-blk-migrate-fds")
     src, r = boot_writing(h, sc)
-    ring = RingWatch(h, src)
+    ring = RingWatch(h.shm, src)
     try:
         time.sleep(0.5)
         # The guest block layer's writes in flight (/sys/block/vda/inflight:
@@ -365,18 +315,17 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
     finally:
         ring.stop()
     t = hop.t
-    _, at_stop, used_stop = ring.at(t["source_stopped"])
-    _, at_run, used_run = ring.at(t["target_running"])
+    io = ring.switch(t["source_stopped"], t["target_running"])
     window = [s for s in ring.samples if t["source_stopped"] <= s[0] <= t["target_running"]]
     figures = {
-        "in_daemon_at_switchover": sum(at_stop),
-        "in_daemon_at_target_running": sum(at_run),
+        "in_daemon_at_switchover": io.in_daemon_at_stop,
+        "in_daemon_at_target_running": io.in_daemon_at_run,
         "in_daemon_in_window_min": min((sum(s[1]) for s in window), default=None),
         "in_daemon_in_window_max": max((sum(s[1]) for s in window), default=None),
-        "completed_in_window": sum((b - a) & 0xffff for a, b in zip(used_stop, used_run)),
+        "completed_in_window": io.completed_while_stopped,
         "window_ms": (t["target_running"] - t["source_stopped"]) * 1000,
         "window_samples": len(window),
-        "ring_samples": len(ring.samples),
+        "ring_samples": io.samples,
         "guest_inflight_before_migrate": guest_inflight,
         "downtime_ms": hop.downtime_ms,
     }
