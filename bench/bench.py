@@ -57,9 +57,11 @@ DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
            "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr",
            "scale", "scale-baseline")
 
-# The scenarios whose disk is the subject (the others pause the guest's
-# writer across the upgrade): they get the disk's table.
-DISK_SCENARIOS = ("baseline-throttled", "vhost-user-blk-migrate-fds")
+# The scenarios whose disk is the subject (their daemon is throttled, so
+# that requests wait in it at the switchover): their runs watch the disk's
+# rings (a polling thread: not in the other runs) and get the disk's table.
+DISK_SCENARIOS = ("baseline-throttled", "vhost-user-blk-migrate-fds",
+                  "vhost-user-blk-migrate-fds-cpr")
 
 # The scale scenarios (mfds/scale.py): name -> handover.
 SCALE = {"scale": True, "scale-baseline": False}
@@ -184,7 +186,8 @@ def main():
                     if name in SCALE:
                         r = scale.run_scale(h, SCALE[name])
                     else:
-                        r = run(h, scenario(name), measure=True)
+                        r = run(h, scenario(name), measure=True,
+                                watch_rings=name in DISK_SCENARIOS)
             except Exception:
                 failed += 1
                 traceback.print_exc()
@@ -255,7 +258,8 @@ def main():
           "device's state is ~46 KiB, the stream outgrows the socket's buffer and the source "
           "waits for the target, so the source's save figures above include that wait); "
           "start: the target starts the VM (-> dst-precopy-bh-vm-started; today's path sets "
-          "the vhost-user session up again here); sum: the three, per run; switch: from QMP's "
+          "the vhost-user session up again here); sum: the three steps' sum in each run, its "
+          "median; switch: from QMP's "
           "STOP and RESUME events; "
           "target loads: the target's load of every section, the busy part of stream")
     disks = [s for s in results if s.get("in_daemon_at_stop_median") is not None
@@ -276,7 +280,8 @@ def main():
               "completed when the source stopped (avail - used); completed stopped: completions "
               "the daemon pushed while no QEMU ran the VM (used idx moving between source "
               "stopped and target running); backend stall: the longest gap between two "
-              "completions, beginning at ms after the source stopped; 1st request / 1st "
+              "completions of those that overlap the switchover, beginning at ms after the source "
+              "stopped; 1st request / 1st "
               "completion: target running -> the guest's first new request / the daemon's "
               "next completion; guest stall: the writer's own longest stall (guest clock, which "
               "stands still while the VM is stopped)")
@@ -330,7 +335,8 @@ def scale_table(results):
               f"{sum(1 for x in s['samples'] if x['backend_panics'])}) over the runs")
     print("downtime ms: QEMU's (query-migrate: the source's, which waits for the target's "
           "load); switch: source stopped -> target running (QMP events); traced: the same "
-          "from both QEMUs' traces, in its steps stop/stream/start (qemutrace.Switchover); "
+          "from both QEMUs' traces, the sum of its steps in each run; stop/stream/start: "
+          "each step's median (qemutrace.Switchover); "
           "save/load: vmstate_downtime_* of every NIC's / disk's section (the source's save "
           "includes waiting for the target); fds passed: the target's fds that are the "
           "source's open files (kcmp); per device: median lost (datagrams; writes "

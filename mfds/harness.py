@@ -705,6 +705,7 @@ class Proxy:
         self.chunks = []          # (data, fds) held back
         self.fds_sent = 0         # fds the source sent
         self.fds_forwarded = 0    # fds passed on to the target
+        self.bytes_forwarded = 0  # bytes passed on to the target
         self.held = threading.Event()
         self.error = None
         self._lock = threading.Lock()
@@ -720,6 +721,7 @@ class Proxy:
         h.stack.callback(self.close)
 
     def _send(self, data, fds):
+        self.bytes_forwarded += len(data)
         if fds:
             n = socket.send_fds(self.dst, [data], fds)
             self.dst.sendall(data[n:])
@@ -801,25 +803,29 @@ class Proxy:
             time.sleep(0.01)
 
     def wait_forwarded(self, timeout=10):
-        """Wait until the proxy has passed on all the source sent so far and
-        the target has read it: a cut after that breaks a load that has
-        begun.  (A cut before the target read the stream's first 4 bytes
-        would fail QEMU's peek at the channel's magic, after which QEMU
-        10.2.2 marks the migration failed and keeps listening.)"""
+        """Wait until the proxy has passed on at least the stream's first 4
+        bytes and all else the source sent so far, and the target has read
+        it: a cut after that breaks a load that has begun.  (A cut before
+        the target read those 4 bytes would fail QEMU's peek at the
+        channel's magic, after which QEMU 10.2.2 marks the migration failed
+        and keeps listening.)"""
         deadline = time.monotonic() + scaled(timeout)
         buf = bytearray(4)
         while True:
             with self._lock:
-                pending = None
-                if self.src is not None and self.dst is not None:
+                if self.error or not self._thread.is_alive():
+                    raise RuntimeError(f"the proxy stopped: {self.error!r}")
+                waiting = None   # unread: bytes at the proxy, socket memory at the target
+                if self.bytes_forwarded >= 4:
                     fcntl.ioctl(self.src.fileno(), termios.FIONREAD, buf)
-                    unread_here = int.from_bytes(buf, "little")
+                    waiting = int.from_bytes(buf, "little")
                     fcntl.ioctl(self.dst.fileno(), termios.TIOCOUTQ, buf)
-                    pending = unread_here + int.from_bytes(buf, "little")
-            if pending == 0:
+                    waiting += int.from_bytes(buf, "little")
+            if waiting == 0:
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the stream is not passed on ({pending} bytes wait)")
+                raise TimeoutError(f"the stream is not passed on ({self.bytes_forwarded} bytes "
+                                   f"forwarded, {waiting} unread)")
             time.sleep(0.01)
 
     def release(self):

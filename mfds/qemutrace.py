@@ -14,6 +14,7 @@ looks at the handover's state, DOWNTIME_EVENTS for one that measures.
 import dataclasses
 import datetime
 import re
+from typing import Optional
 
 DOWNTIME_EVENTS = ("vmstate_downtime_save", "vmstate_downtime_load",
                    "vmstate_downtime_checkpoint")
@@ -92,9 +93,9 @@ class Switchover:
     the target's load times do not.  start: the target starts the VM
     (-> dst-precopy-bh-vm-started; today's path sets the vhost-user
     session up again here).  switch: their sum."""
-    stop_ms: object
-    stream_ms: object
-    start_ms: object
+    stop_ms: Optional[float]
+    stream_ms: Optional[float]
+    start_ms: Optional[float]
 
     @property
     def switch_ms(self):

@@ -31,8 +31,9 @@ class IoSwitch:
     in_daemon_at_stop: int          # requests inside the daemon when the source stopped
     in_daemon_at_run: int           # ... when the target began to run
     completed_while_stopped: int    # completions the daemon pushed while no QEMU ran
-    # The longest gap between two completions (used idx moving), over the
-    # run, and where it began (ms after the source stopped)
+    # The longest gap between two completions (used idx moving) of those
+    # that overlap the switchover (a gap still open at the last sample
+    # counts up to it), and where it began (ms after the source stopped)
     backend_stall_ms: Optional[float]
     backend_stall_at_ms: Optional[float]
     # target running -> the guest's first new request (avail idx moving):
@@ -74,12 +75,11 @@ class RingWatch:
 
     def stop(self):
         """Stop sampling (again: a no-op)."""
-        if self.fd is None:
-            return
         self._stop.set()
         self._thread.join(scaled(5))
-        os.close(self.fd)
-        self.fd = None
+        if self.fd is not None and not self._thread.is_alive():
+            os.close(self.fd)
+            self.fd = None
 
     def at(self, t):
         """The last sample taken at or before host time t."""
@@ -98,7 +98,9 @@ class RingWatch:
         _, at_stop, used_stop, _ = self.at(stopped)
         _, at_run, used_run, _ = self.at(running)
         moves = [s[0] for a, s in zip(self.samples, self.samples[1:]) if s[2] != a[2]]
-        gaps = [(b - a, a) for a, b in zip(moves, moves[1:])]
+        if self.samples and (not moves or moves[-1] < self.samples[-1][0]):
+            moves.append(self.samples[-1][0])   # a gap still open at the end
+        gaps = [(b - a, a) for a, b in zip(moves, moves[1:]) if b >= stopped and a <= running]
         stall = max(gaps, default=None)
         ms = lambda x, t0: None if x is None else (x - t0) * 1000
         return IoSwitch(

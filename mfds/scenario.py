@@ -39,7 +39,7 @@ import resource
 import signal
 import statistics
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Optional
 
 from . import harness as hn
@@ -545,11 +545,12 @@ class Control:
         self.tickers[vm.role].wait_ticks(100)
 
     def watch_rings(self, vm):
-        """Watch the disk's rings in guest RAM (ringwatch: the backend's
-        view of the switchover), where that RAM is a file (not under
-        cpr-transfer, whose RAM is a memfd)."""
-        self.rings = RingWatch(self.h.shm, vm) if self.h.shm.exists() else None
-        self.h.stack.callback(lambda: self.rings and self.rings.stop())
+        """Watch the disk's rings in guest RAM, in the shared file
+        (ringwatch: the backend's view of the switchover).  Its polling
+        thread costs CPU: only for the runs that report it
+        (run(watch_rings=True))."""
+        self.rings = RingWatch(self.h.shm, vm)
+        self.h.stack.callback(self.rings.stop)
 
     def figures(self, r, src, dst):
         """Set in r what the ticks and the traces of the upgrade from role
@@ -575,9 +576,11 @@ class Control:
         if self.rings:
             self.rings.stop()
             io = self.rings.switch(r.t["source_stopped"], r.t["target_running"])
-            for f in fields(io):
-                if hasattr(r, f.name):
-                    setattr(r, f.name, getattr(io, f.name))
+            r.in_daemon_at_stop = io.in_daemon_at_stop
+            r.completed_while_stopped = io.completed_while_stopped
+            r.backend_stall_ms, r.backend_stall_at_ms = io.backend_stall_ms, io.backend_stall_at_ms
+            r.first_request_ms = io.first_request_ms
+            r.first_completion_ms = io.first_completion_ms
 
 
 def stream_figures(s):
@@ -631,13 +634,15 @@ def parse_kv(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
-def run(h, sc, settle=1.0, after=2.0, measure=False):
+def run(h, sc, settle=1.0, after=2.0, measure=False, watch_rings=False):
     """Boot the VM under scenario sc in harness h, start the stream and the
     writer, do the local upgrade, and return the figures (a RunResult).
 
     settle: seconds of steady traffic and I/O before the migration;
     after: seconds after the switch before the stream and writer stop;
-    measure: also the ticker's and QEMU's trace's figures (Control).
+    measure: also the ticker's and QEMU's trace's figures (Control);
+    watch_rings (with measure): also the backend's view of the disk
+    (ringwatch.IoSwitch).
     """
     r = RunResult(scenario=sc.name, multi_queue=sc.mq)
     t = r.t
@@ -648,7 +653,7 @@ def run(h, sc, settle=1.0, after=2.0, measure=False):
     if sc.control:
         sc.control.start(src)
     start_writer(src)
-    if sc.control:
+    if sc.control and watch_rings:
         sc.control.watch_rings(src)
     stream = hn.Stream(h)
     stream.wait_ready()
