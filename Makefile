@@ -43,10 +43,12 @@ check-bisect:
 check-asan: deps guest
 	bash scripts/check-asan.sh
 
-# baseline-10.2.2 runs the unpatched build (scripts/build-base.sh)
+# baseline-10.2.2 runs the unpatched build (scripts/build-base.sh); then
+# a CPU profile of the new QEMU while the guest warms up (bench/warmup.py)
 bench: deps build guest
 	bash scripts/build-base.sh
 	$(PY) -m bench.bench
+	$(PY) -m bench.warmup
 
 # 100 handovers with a stop/cont and a guest reboot every 10 (not in check)
 soak: deps build guest

@@ -17,7 +17,7 @@ PKGS=(
   libglib2.0-dev libpixman-1-dev libslirp-dev zlib1g-dev libcap-ng-dev
   libaio-dev libfdt-dev device-tree-compiler python3-venv python3-pytest perl
   seabios ipxe-qemu iproute2 busybox-static xz-utils bzip2 dpkg-dev
-  gnuplot-nox libc6-dev libbpf-dev
+  gnuplot-nox libc6-dev libbpf-dev linux-perf
 )
 # Packages from bookworm-backports (QEMU 10.2 needs meson >= 1.5).
 BPO_PKGS=(meson python3-pycotap)
