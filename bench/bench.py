@@ -255,7 +255,7 @@ def main():
     print("stop: the source stops the VM (src-downtime-start -> src-vm-stopped; today's path "
           "stops the vhost-user vrings here); stream: the source saves the state, the target "
           "loads it (-> dst-precopy-loadvm-completed; the target sets the pace: each virtio "
-          "device's state is ~46 KiB, the stream outgrows the socket's buffer and the source "
+          "device's state is ~46 KB, the stream outgrows the socket's buffer and the source "
           "waits for the target, so the source's save figures above include that wait); "
           "start: the target starts the VM (-> dst-precopy-bh-vm-started; today's path sets "
           "the vhost-user session up again here); sum: the three steps' sum in each run, its "

@@ -87,7 +87,7 @@ class Switchover:
     today's path stops the vhost-user vrings here).  stream: the source
     saves the devices' state and the target loads it (-> dst-precopy-
     loadvm-completed).  The target sets the pace: each virtio device's
-    state is ~46 KiB (QEMU saves arrays of VIRTIO_QUEUE_MAX queues), so the
+    state is ~46 KB (QEMU saves arrays of VIRTIO_QUEUE_MAX queues), so the
     stream outgrows the socket's buffer and the source's save waits for the
     target's load; the source's per-section save times include that wait,
     the target's load times do not.  start: the target starts the VM

@@ -673,6 +673,7 @@ def run(h, sc, settle=1.0, after=2.0, measure=False, watch_rings=False):
     r.writes_at_switch = guest_writes(dst)
     r.records_at_switch = guest_records_written(dst)
     time.sleep(after)
+    t["stream_stopping"] = time.monotonic()
     r.set_stream(stream_figures(stream.stop()))
     r.writes_after = guest_writes(dst)
     # Where the longest gap goes: the switch itself (source stopped ->
