@@ -37,6 +37,10 @@ them, and a third the switch in its steps, from both QEMUs' traces: the
 source stops the VM, the state is saved and loaded (at the target's pace),
 the target starts the VM (qemutrace.Switchover).
 
+A scale run whose guest hangs before its migration (scale.GuestNotReady:
+with 4 MTTCG vCPUs on 2 host cores a vCPU's timer now and then never
+fires at boot) is tried again, up to SCALE_RETRIES times, and said so.
+
 Env: MFDS_BENCH_RUNS (default 5).  Writes work/bench/results.json: a list
 with one object per scenario (scenario, runs, <figure>_median/_min/_max for
 lost, sent, gap_ms, downtime_ms, io_stall_ms, switch_ms, first_reply_ms, and
@@ -169,6 +173,27 @@ def connections(s):
     return "/".join(str(n) for n in sorted({x["vhost_user_connections"] for x in s["samples"]}))
 
 
+# How often a scale run whose guest hung before the migration is tried
+# again (scale.GuestNotReady: nothing was measured yet).
+SCALE_RETRIES = 2
+
+
+def run_once(name, i, out_dir):
+    """Run i of scenario name; its logs in out_dir/logs/NAME-I."""
+    for attempt in range(SCALE_RETRIES + 1):
+        try:
+            logs = out_dir / "logs" / (f"{name}-{i}" + (f"-retry{attempt}" if attempt else ""))
+            with harness.Harness(f"bench-{name}-{i}", logs=logs) as h:
+                if name in SCALE:
+                    return scale.run_scale(h, SCALE[name])
+                return run(h, scenario(name), measure=True, watch_rings=name in DISK_SCENARIOS)
+        except scale.GuestNotReady as e:
+            if attempt == SCALE_RETRIES:
+                raise
+            print(f"bench: {name} run {i + 1}: {e}; its guest hung before the migration, "
+                  f"trying the run again", file=sys.stderr)
+
+
 def main():
     missing = paths.missing()
     if missing:
@@ -182,12 +207,7 @@ def main():
         samples = []
         for i in range(runs):
             try:
-                with harness.Harness(f"bench-{name}-{i}", logs=out_dir / "logs" / f"{name}-{i}") as h:
-                    if name in SCALE:
-                        r = scale.run_scale(h, SCALE[name])
-                    else:
-                        r = run(h, scenario(name), measure=True,
-                                watch_rings=name in DISK_SCENARIOS)
+                r = run_once(name, i, out_dir)
             except Exception:
                 failed += 1
                 traceback.print_exc()

@@ -370,6 +370,13 @@ def stop_writers(vm, devs, images):
     return figures
 
 
+class GuestNotReady(RuntimeError):
+    """The scale guest hung before its migration (at boot, or before its
+    echoes answered): with 4 vCPUs of MTTCG on 2 host cores, a vCPU's
+    timer now and then never fires (the guest logs an RCU stall).  Nothing
+    was measured; bench retries such a run."""
+
+
 def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
               trace_events=qemutrace.DOWNTIME_EVENTS):
     """Boot the scale VM in harness h, start the streams and the writers,
@@ -404,7 +411,10 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
         for i in range(NICS):
             h.ns.configure(source_tap(i), f"{host_ip(i)}/{hn.PREFIXLEN}")
     t["boot_start"] = time.monotonic()
-    src.agent.wait_boot(BOOT_TIMEOUT)
+    try:
+        src.agent.wait_boot(BOOT_TIMEOUT)
+    except TimeoutError as e:
+        raise GuestNotReady(f"the guest did not boot: {e}") from e
     t["booted"] = time.monotonic()
     devs = guest_devices(src)
     # A roomy receive buffer, as scenario.start_echo (the burst after the
@@ -415,7 +425,10 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
     start_writers(src, devs)
     streams = [NicStream(h, i, rate) for i in range(NICS)]
     for s in streams:
-        s.wait_ready(30)
+        try:
+            s.wait_ready(30)
+        except TimeoutError as e:
+            raise GuestNotReady(f"NIC {streams.index(s)}: {e}") from e
     time.sleep(settle)
 
     # The target: today's new taps and second exports, or the same sockets.
