@@ -521,11 +521,13 @@ def scenario(name, queues=1):
 class Control:
     """What run(measure=True) adds to each QEMU of the VM: the guest's
     ticker on a debugcon port of its own (a control for the network gap
-    that needs no network and nothing handed over) and QEMU's trace of its
-    downtime (qemutrace.DOWNTIME_EVENTS, a few dozen lines)."""
+    that needs no network and nothing handed over; ticker=False: none) and
+    QEMU's trace of its downtime (qemutrace.DOWNTIME_EVENTS, a few dozen
+    lines)."""
 
-    def __init__(self, h):
+    def __init__(self, h, ticker=True):
         self.h = h
+        self.ticker = ticker
         self.tickers = {}
         self.rings = None
 
@@ -534,6 +536,8 @@ class Control:
 
     def qemu_args(self, role):
         """The options of the QEMU of role, whose records it starts taking."""
+        if not self.ticker:
+            return qemutrace.trace_args(self.trace_log(role))
         self.tickers[role] = Ticker(self.h, role)
         return [*self.tickers[role].qemu_args(),
                 *qemutrace.trace_args(self.trace_log(role))]
@@ -541,6 +545,8 @@ class Control:
     def start(self, vm):
         """Start the ticker in the guest (SCHED_FIFO, so that no other guest
         process delays it) and wait for its first 100 ticks."""
+        if not self.ticker:
+            return
         vm.agent.run(start_command(rtprio=50))
         self.tickers[vm.role].wait_ticks(100)
 
@@ -555,6 +561,11 @@ class Control:
     def figures(self, r, src, dst):
         """Set in r what the ticks and the traces of the upgrade from role
         src to role dst say (call once src has quit)."""
+        if self.ticker:
+            self.tick_figures(r, src, dst)
+        self.trace_figures(r, src, dst)
+
+    def tick_figures(self, r, src, dst):
         self.tickers[src].wait_closed()
         ticks = tick_figures(self.tickers[src], self.tickers[dst])
         r.tick_gap_ms = ticks.gap_ms
@@ -564,6 +575,8 @@ class Control:
         r.first_tick_ms = (first - running) * 1000 if first is not None else None
         if r.first_reply_ms is not None and r.first_tick_ms is not None:
             r.net_rest_ms = r.first_reply_ms - r.first_tick_ms
+
+    def trace_figures(self, r, src, dst):
         save = qemutrace.downtime(self.trace_log(src), "save")
         load = qemutrace.downtime(self.trace_log(dst), "load")
         r.save_us, r.load_us = sum(save.sections_us.values()), sum(load.sections_us.values())
@@ -574,13 +587,16 @@ class Control:
         r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
         r.traced_switch_ms = steps.switch_ms
         if self.rings:
-            self.rings.stop()
-            io = self.rings.switch(r.t["source_stopped"], r.t["target_running"])
-            r.in_daemon_at_stop = io.in_daemon_at_stop
-            r.completed_while_stopped = io.completed_while_stopped
-            r.backend_stall_ms, r.backend_stall_at_ms = io.backend_stall_ms, io.backend_stall_at_ms
-            r.first_request_ms = io.first_request_ms
-            r.first_completion_ms = io.first_completion_ms
+            self.ring_figures(r)
+
+    def ring_figures(self, r):
+        self.rings.stop()
+        io = self.rings.switch(r.t["source_stopped"], r.t["target_running"])
+        r.in_daemon_at_stop = io.in_daemon_at_stop
+        r.completed_while_stopped = io.completed_while_stopped
+        r.backend_stall_ms, r.backend_stall_at_ms = io.backend_stall_ms, io.backend_stall_at_ms
+        r.first_request_ms = io.first_request_ms
+        r.first_completion_ms = io.first_completion_ms
 
 
 def stream_figures(s):
@@ -634,7 +650,7 @@ def parse_kv(line):
     return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
 
 
-def run(h, sc, settle=1.0, after=2.0, measure=False, watch_rings=False):
+def run(h, sc, settle=1.0, after=2.0, measure=False, watch_rings=False, ticker=True):
     """Boot the VM under scenario sc in harness h, start the stream and the
     writer, do the local upgrade, and return the figures (a RunResult).
 
@@ -642,12 +658,14 @@ def run(h, sc, settle=1.0, after=2.0, measure=False, watch_rings=False):
     after: seconds after the switch before the stream and writer stop;
     measure: also the ticker's and QEMU's trace's figures (Control);
     watch_rings (with measure): also the backend's view of the disk
-    (ringwatch.IoSwitch).
+    (ringwatch.IoSwitch); ticker=False (with measure): no guest ticker
+    (its 1 kHz real-time wake-ups on the guest's one TCG vCPU keep the
+    writer from queueing requests in the daemon).
     """
     r = RunResult(scenario=sc.name, multi_queue=sc.mq)
     t = r.t
     if measure:
-        sc.control = Control(h)
+        sc.control = Control(h, ticker=ticker)
     sc.setup(h)
     src = boot_source(h, sc, r)
     if sc.control:
