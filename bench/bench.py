@@ -26,9 +26,11 @@ scale and scale-baseline (mfds/scale.py, issue #16): a 4-vCPU guest with 4
 virtio-net NICs on 4 taps of 8 queues each and 4 vhost-user-blk disks in 2
 qemu-storage-daemons, a stream into every NIC and a writer on every disk,
 upgraded with every fd handed over (scale) and with the property off,
-today's new taps and second exports (scale-baseline), last in the default
-set; they have a table of their own and, when both ran, what the handover
-adds to the switch and its cost per fd passed.
+today's new taps and second exports (scale-baseline), and the latter with
+both QEMUs unpatched (scale-baseline-10.2.2), last in the default set; they
+have a table of their own and, when they ran, what the handover adds to
+the switch and its cost per fd passed, and what the series costs the
+scale VM when nothing is handed over.
 
 Every run also has the guest's ticker on a debugcon port (a control that
 needs no network: where the longest gap goes) and QEMU's trace of its
@@ -59,7 +61,7 @@ from mfds.scenario import run, scenario, summarize
 DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
            "tap-fallback-open", "baseline-throttled", "vhost-user-blk-migrate-fds",
            "tap-migrate-fds-cpr", "vhost-user-blk-migrate-fds-cpr",
-           "scale", "scale-baseline")
+           "scale", "scale-baseline", "scale-baseline-10.2.2")
 
 # The scenarios whose disk is the subject (their daemon is throttled, so
 # that requests wait in it at the switchover): their runs watch the disk's
@@ -71,8 +73,11 @@ DEFAULT = ("baseline", "baseline-10.2.2", "baseline-cpr", "tap-migrate-fds",
 DISK_SCENARIOS = ("baseline-throttled", "vhost-user-blk-migrate-fds",
                   "vhost-user-blk-migrate-fds-cpr")
 
-# The scale scenarios (mfds/scale.py): name -> handover.
-SCALE = {"scale": True, "scale-baseline": False}
+# The scale scenarios (mfds/scale.py): name -> (handover, QEMU binary;
+# None: the series').  scale-baseline-10.2.2: both QEMUs unpatched, what
+# the series costs the scale VM when nothing is handed over.
+SCALE = {"scale": (True, None), "scale-baseline": (False, None),
+         "scale-baseline-10.2.2": (False, paths.BASE_QEMU)}
 
 KEEP = ("sent", "received", "lost", "gap_ms", "downtime_ms", "io_stall_ms", "switch_ms",
         "first_reply_ms", "total_ms",
@@ -189,7 +194,8 @@ def run_once(name, i, out_dir):
             logs = out_dir / "logs" / (f"{name}-{i}" + (f"-retry{attempt}" if attempt else ""))
             with harness.Harness(f"bench-{name}-{i}", logs=logs) as h:
                 if name in SCALE:
-                    return scale.run_scale(h, SCALE[name])
+                    handover, qemu = SCALE[name]
+                    return scale.run_scale(h, handover, qemu=qemu)
                 disk = name in DISK_SCENARIOS
                 return run(h, scenario(name), measure=True, watch_rings=disk, ticker=not disk)
         except scale.GuestNotReady as e:
@@ -368,6 +374,18 @@ def scale_table(results):
           "source's open files (kcmp); per device: median lost (datagrams; writes "
           "lost/failed) and longest gap / I/O stall")
     by = {s["scenario"]: s for s in results}
+    old, new = by.get("scale-baseline-10.2.2"), by.get("scale-baseline")
+    if old and new and all(s.get(f"{k}_median") is not None for s in (old, new)
+                           for k in ("traced_switch_ms", "downtime_ms", "total_ms", "load_us")):
+        print(f"scale-baseline vs scale-baseline-10.2.2 (medians, this run; nothing handed over, "
+              f"the series against QEMU 10.2.2): switch {new['traced_switch_ms_median']:.1f} vs "
+              f"{old['traced_switch_ms_median']:.1f} ms traced "
+              f"({new['traced_switch_ms_median'] - old['traced_switch_ms_median']:+.1f} ms); "
+              f"stop/stream/start {steps(new)} vs {steps(old)} ms; downtime "
+              f"{new['downtime_ms_median']:.0f} vs {old['downtime_ms_median']:.0f} ms; total "
+              f"{new['total_ms_median']:.0f} vs {old['total_ms_median']:.0f} ms; the target's "
+              f"load of every section {new['load_us_median'] / 1000:.1f} vs "
+              f"{old['load_us_median'] / 1000:.1f} ms")
     ho, base = by.get("scale"), by.get("scale-baseline")
     keys = ("traced_switch_ms", "stop_ms", "stream_ms", "start_ms", "fds_passed",
             "nic_load_us", "disk_load_us")

@@ -182,17 +182,18 @@ class ScaleResult:
 class ScaleVm(hn.Vm):
     """One QEMU of the scale VM (Vm's methods, its own command line).
     netdevs: the -netdev of each NIC; disk_socks: each disk's vhost-user
-    socket; migrate_fds: the disks' chardev and device property."""
+    socket; migrate_fds: the disks' chardev and device property; qemu:
+    another QEMU binary (QEMU 10.2.2 as the series found it)."""
 
     def __init__(self, h, role, netdevs, disk_socks, migrate_fds, incoming=(),
-                 trace_events=qemutrace.DOWNTIME_EVENTS):
+                 trace_events=qemutrace.DOWNTIME_EVENTS, qemu=None):
         self.h = h
         self.role = role
         self.mon = hn.Monitor(role)
         self.agent = hn.Agent(h.dir / f"agent-{role}.sock")
         ips = " ".join(f"mfds.ip{i or ''}={guest_ip(i)}/{hn.PREFIXLEN}" for i in range(NICS))
         argv = [
-            paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
+            qemu or paths.QEMU, "-nodefaults", "-no-user-config", "-display", "none",
             "-accel", "tcg", "-machine", "pc,memory-backend=ram0", "-smp", str(VCPUS),
             "-m", f"{h.ram_mb}M",
             "-object", f"memory-backend-file,id=ram0,size={h.ram_mb}M,mem-path={h.shm},share=on",
@@ -378,7 +379,7 @@ class GuestNotReady(RuntimeError):
 
 
 def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
-              trace_events=qemutrace.DOWNTIME_EVENTS):
+              trace_events=qemutrace.DOWNTIME_EVENTS, qemu=None):
     """Boot the scale VM in harness h, start the streams and the writers,
     do one local upgrade (handover: with every fd handed over; else the
     property off, today's new taps and second exports) and return a
@@ -386,8 +387,9 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
     trace-ROLE.log (more than the downtime's to see where it goes, at the
     cost of a longer downtime).  With the handover, asserts that no datagram and no write
     was lost on any device (behaviour); timings are only reported."""
-    r = ScaleResult(scenario="scale" if handover else "scale-baseline", handover=handover,
-                    rate_hz=rate)
+    assert not (handover and qemu), "QEMU 10.2.2 hands nothing over"
+    r = ScaleResult(scenario=("scale" if handover else "scale-baseline") +
+                    ("-10.2.2" if qemu else ""), handover=handover, rate_hz=rate)
     t = r.t
     h.ram_mb = RAM_MB
     queues = f",queues={QUEUES}"
@@ -406,7 +408,7 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
                    for i in range(NICS)]
     daemons, images, socks = start_daemons(h)
 
-    src = ScaleVm(h, "src", src_net, socks, handover, trace_events=trace_events)
+    src = ScaleVm(h, "src", src_net, socks, handover, trace_events=trace_events, qemu=qemu)
     if handover:
         for i in range(NICS):
             h.ns.configure(source_tap(i), f"{host_ip(i)}/{hn.PREFIXLEN}")
@@ -444,7 +446,7 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
                        f"exp{k}b", dst_socks[-1])
     mig = f"unix:{h.sock('migrate')}"
     dst = ScaleVm(h, "dst", dst_net, dst_socks, handover, incoming=["defer"],
-                  trace_events=trace_events)
+                  trace_events=trace_events, qemu=qemu)
     caps = {"x-ignore-shared": True, "events": True}
     params = {"migrate-fds": True} if handover else {}
     for vm in (src, dst):
