@@ -372,10 +372,19 @@ def stop_writers(vm, devs, images):
 
 
 class GuestNotReady(RuntimeError):
-    """The scale guest hung before its migration (at boot, or before its
-    echoes answered): with 4 vCPUs of MTTCG on 2 host cores, a vCPU's
-    timer now and then never fires (the guest logs an RCU stall).  Nothing
-    was measured; bench retries such a run."""
+    """The scale guest hung or its QEMU died before the migration (at boot,
+    or before its echoes answered).  Seen with 4 vCPUs of MTTCG on 2 host
+    cores: a vCPU's timer that never fires (the guest logs an RCU stall),
+    and once the source QEMU's abort in iotlb_to_section() during boot (a
+    TCG assertion; the series does not touch TCG or physmem).  Nothing was
+    measured; bench retries such a run and prints why."""
+
+
+def qemu_said(vm):
+    """The last line of vm's QEMU log, and its exit status if it is gone."""
+    lines = Path(vm.proc.log).read_text(errors="replace").strip().splitlines()
+    status = "" if vm.proc.alive() else f" (exited {vm.proc.p.poll()})"
+    return f"QEMU {vm.role}{status}: {lines[-1] if lines else 'nothing in its log'}"
 
 
 def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
@@ -415,8 +424,8 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
     t["boot_start"] = time.monotonic()
     try:
         src.agent.wait_boot(BOOT_TIMEOUT)
-    except TimeoutError as e:
-        raise GuestNotReady(f"the guest did not boot: {e}") from e
+    except OSError as e:   # TimeoutError, or the agent's socket reset: QEMU died
+        raise GuestNotReady(f"the guest did not boot: {e!r}; {qemu_said(src)}") from e
     t["booted"] = time.monotonic()
     devs = guest_devices(src)
     # A roomy receive buffer, as scenario.start_echo (the burst after the
@@ -429,8 +438,8 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
     for s in streams:
         try:
             s.wait_ready(30)
-        except TimeoutError as e:
-            raise GuestNotReady(f"NIC {streams.index(s)}: {e}") from e
+        except OSError as e:
+            raise GuestNotReady(f"NIC {streams.index(s)}: {e!r}; {qemu_said(src)}") from e
     time.sleep(settle)
 
     # The target: today's new taps and second exports, or the same sockets.
