@@ -115,6 +115,21 @@ def switchover(save, load):
         start_ms=span(load, "dst-precopy-loadvm-completed", load, "dst-precopy-bh-vm-started"))
 
 
+def figures(save, load):
+    """What a run records of the source's Downtime save and the target's
+    load (RunResult and ScaleResult have these fields): every section and
+    the virtio-net and vhost-user-blk ones, in µs; the switch's steps, ms."""
+    steps = switchover(save, load)
+    return {"save_us": sum(save.sections_us.values()),
+            "load_us": sum(load.sections_us.values()),
+            "nic_save_us": save.section_us("/virtio-net$"),
+            "nic_load_us": load.section_us("/virtio-net$"),
+            "disk_save_us": save.section_us("/vhost-user-blk$"),
+            "disk_load_us": load.section_us("/vhost-user-blk$"),
+            "stop_ms": steps.stop_ms, "stream_ms": steps.stream_ms,
+            "start_ms": steps.start_ms, "traced_switch_ms": steps.switch_ms}
+
+
 def vmsd_loads_us(log, name):
     """µs each outermost load of VMState description @name took, in order
     (nested loads of the same name count in their parent's)."""

@@ -503,13 +503,8 @@ def run_scale(h, handover, settle=1.0, after=2.0, rate=RATE_HZ,
 
     save = qemutrace.downtime(h.dir / "trace-src.log", "save")
     load = qemutrace.downtime(h.dir / "trace-dst.log", "load")
-    r.save_us, r.load_us = sum(save.sections_us.values()), sum(load.sections_us.values())
-    r.nic_save_us, r.nic_load_us = save.section_us("/virtio-net$"), load.section_us("/virtio-net$")
-    r.disk_save_us = save.section_us("/vhost-user-blk$")
-    r.disk_load_us = load.section_us("/vhost-user-blk$")
-    steps = qemutrace.switchover(save, load)
-    r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
-    r.traced_switch_ms = steps.switch_ms
+    for key, value in qemutrace.figures(save, load).items():
+        setattr(r, key, value)
     span = save.span_ms("src-downtime-start", "src-downtime-end")
     r.downtime_us = round(span * 1000) if span is not None else None
     for side, d in (("save", save), ("load", load)):

@@ -579,13 +579,8 @@ class Control:
     def trace_figures(self, r, src, dst):
         save = qemutrace.downtime(self.trace_log(src), "save")
         load = qemutrace.downtime(self.trace_log(dst), "load")
-        r.save_us, r.load_us = sum(save.sections_us.values()), sum(load.sections_us.values())
-        r.nic_save_us, r.nic_load_us = save.section_us("/virtio-net$"), load.section_us("/virtio-net$")
-        r.disk_save_us = save.section_us("/vhost-user-blk$")
-        r.disk_load_us = load.section_us("/vhost-user-blk$")
-        steps = qemutrace.switchover(save, load)
-        r.stop_ms, r.stream_ms, r.start_ms = steps.stop_ms, steps.stream_ms, steps.start_ms
-        r.traced_switch_ms = steps.switch_ms
+        for key, value in qemutrace.figures(save, load).items():
+            setattr(r, key, value)
         if self.rings:
             self.ring_figures(r)
 
