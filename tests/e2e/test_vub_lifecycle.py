@@ -16,12 +16,14 @@ guest submitted completed and reads back intact (assert_every_write_completed).
 A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
 tail of its log (work/e2e/<test>/qemu-<role>.log)."""
 import contextlib
+import re
 import time
 from pathlib import Path
 
 import pytest
 from qemu.qmp import ExecuteError
 
+from mfds import qemutrace
 from mfds.paths import scaled
 from mfds.result import RunResult
 from mfds.ringwatch import RingWatch
@@ -33,6 +35,9 @@ from test_vub_handover import report_io, wait_writes
 
 # The vhost-user-blk device's virtio backend (-device ...,id=disk0).
 DISK = "/machine/peripheral/disk0/virtio-backend"
+# vhost-user requests (docs/interop/vhost-user.rst), as QEMU's trace
+# (vhost_user_write) numbers them.
+SET_VRING_ADDR, GET_VRING_BASE, SET_VRING_KICK = 9, 11, 12
 # Writes that must complete on the disk after a step for it to count as
 # working (0.2 s at the daemon's 1000 IOPS), and the time they get.
 PROGRESS, PROGRESS_S = 200, 20
@@ -292,6 +297,61 @@ def test_vub_handover_of_paused_vm(h):
     assert src.quit() == 0, "the source did not quit cleanly"
     disk_works(h, dst, "the source quit")
     finish(h, dst, r)
+
+
+def test_vub_handover_then_reset_before_cont(h):
+    """The running VM (its writer run 1 finished: nothing in the daemon,
+    see quiesced()) hands its session over to a target started with -S,
+    as libvirt starts one, which takes the vrings over and stays paused.
+    Still paused, the guest is reset (`system_reset`, as `virsh reset`
+    before the target's `cont`), and only then continued.  The backend
+    still ran the vrings handed over, which the reset guest gave up: the
+    target must stop them (GET_VRING_BASE) and give the backend the
+    rebooted guest's new vrings (SET_VRING_ADDR) before it starts any
+    (SET_VRING_KICK).  Taken over instead, the backend would serve the old
+    rings, in memory the new guest reuses (the firmware of a VM that boots
+    from this disk then waits forever).  The target's vhost-user messages
+    come from its trace.  The guest boots, a new writer (run 2) completes
+    every write intact, one connection."""
+    sc = scenario("vhost-user-blk-migrate-fds")
+    src, r1 = boot_writing(h, sc)
+    finish(h, src, r1)
+    boot_id = src.agent.run("cat /proc/sys/kernel/random/boot_id").strip()
+    sc.pre_migrate(h)
+    trace = h.dir / "trace-vhost-user-dst.log"
+    dst, _ = sc.migrate(h, src, extra=["-S", *qemutrace.trace_args(trace, ("vhost_user_write",))])
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
+    deadline = time.monotonic() + scaled(30)
+    while qmp(dst, "query-migrate").get("status") != "completed":
+        assert time.monotonic() < deadline, "the target did not complete the incoming migration"
+        time.sleep(0.05)
+    assert src.quit() == 0, "the source did not quit cleanly"
+    assert qmp(dst, "query-status")["status"] == "paused"
+    dst.mon.discard_events()
+    qmp(dst, "set-action", reboot="reset")
+    qmp(dst, "system_reset")
+    dst.mon.wait_event(lambda e: e["event"] == "RESET", timeout=10)
+    qmp(dst, "cont")
+    wait_running(dst)
+    try:
+        dst.agent.wait_boot()
+    except Exception:
+        alive(dst)
+        raise
+    alive(dst)
+    assert dst.agent.run("cat /proc/sys/kernel/random/boot_id").strip() != boot_id
+    r2 = RunResult()
+    start_writer(dst, run=2)
+    disk_works(h, dst, "the reset before cont")
+    time.sleep(1)
+    finish(h, dst, r2, run=2)
+    sent = [int(n) for n in re.findall(r"vhost_user_write req:(\d+)", trace.read_text())]
+    assert SET_VRING_KICK in sent, sent
+    before = sent[:sent.index(SET_VRING_KICK)]
+    assert GET_VRING_BASE in before, f"the vrings the reset guest gave up were not stopped: {sent}"
+    assert SET_VRING_ADDR in before, f"vrings started without their address: {sent}"
 
 
 def test_vub_handover_requests_in_flight_at_switchover(h):
