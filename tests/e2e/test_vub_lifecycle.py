@@ -17,6 +17,7 @@ A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
 tail of its log (work/e2e/<test>/qemu-<role>.log)."""
 import contextlib
 import re
+import socket
 import time
 from pathlib import Path
 
@@ -304,11 +305,13 @@ def test_vub_handover_then_reset_before_cont(h):
     see quiesced()) hands its session over to a target started with -S,
     as libvirt starts one, which takes the vrings over and stays paused.
     Still paused, the guest is reset (`system_reset`, as `virsh reset`
-    before the target's `cont`), and only then continued.  The backend
-    still ran the vrings handed over, which the reset guest gave up: the
-    target must stop them (GET_VRING_BASE) and give the backend the
-    rebooted guest's new vrings (SET_VRING_ADDR) before it starts any
-    (SET_VRING_KICK).  Taken over instead, the backend would serve the old
+    before the target's `cont`); a migrate-fds migration of it is then
+    refused, saying why (the session it would pass on runs vrings the
+    guest gave up), and only then is it continued.  The backend still ran
+    the vrings handed over: the target must stop them (GET_VRING_BASE),
+    here when the refused migration gives the session back to it, and
+    give the backend the rebooted guest's new vrings (SET_VRING_ADDR)
+    before it starts any (SET_VRING_KICK).  Taken over instead, the backend would serve the old
     rings, in memory the new guest reuses (the firmware of a VM that boots
     from this disk then waits forever).  The target's vhost-user messages
     come from its trace.  The guest boots, a new writer (run 2) completes
@@ -333,6 +336,17 @@ def test_vub_handover_then_reset_before_cont(h):
     qmp(dst, "set-action", reboot="reset")
     qmp(dst, "system_reset")
     dst.mon.wait_event(lambda e: e["event"] == "RESET", timeout=10)
+    # A listener that accepts nothing: the migration fails when it starts.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sink:
+        sink.bind(str(h.dir / "sink.sock"))
+        sink.listen(1)
+        qmp(dst, "migrate", uri=f"unix:{h.dir / 'sink.sock'}")
+        dst.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                           e["data"]["status"] == "failed", timeout=10)
+    refusal = qmp(dst, "query-migrate").get("error-desc", "")
+    assert "the guest reset it before the VM ran here" in refusal, refusal
+    alive(dst)
+    assert qmp(dst, "query-status")["status"] in ("paused", "prelaunch")
     qmp(dst, "cont")
     wait_running(dst)
     try:
