@@ -667,7 +667,8 @@ class Stream:
         data = json.loads(self.out.read_text())
         sent = data["sent"]
         recv = {int(k): v for k, v in data["recv"].items()}
-        return {"sent_t": sent, "recv": recv, "send_errors": data["send_errors"]}
+        return {"sent_t": sent, "recv": recv, "send_errors": data["send_errors"],
+                "rcvbuf_errors": data["rcvbuf_errors"]}
 
 
 def accept_until_stopped(listener, stop):

@@ -30,6 +30,8 @@ class StreamFigures:
     lost: Optional[int] = None         # sent - received
     gap_ms: Optional[float] = None     # longest gap between two replies, ms
     gap_at: Optional[float] = None     # host time of the reply that began it
+    # Replies the host's own socket dropped (stream.py), counted in lost too
+    host_drops: Optional[int] = None
     # (seq, send time, reply time or None) per datagram, for plots and loss checks
     arrivals: Optional[list] = None
 

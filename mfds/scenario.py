@@ -607,6 +607,7 @@ def stream_figures(s):
         lost=len(sent_t) - len(recv),
         gap_ms=gap * 1000,
         gap_at=gap_at,
+        host_drops=s.get("rcvbuf_errors"),
         arrivals=[(seq, t, recv.get(seq)) for seq, t in enumerate(sent_t)],
     )
 

@@ -100,7 +100,7 @@ def test_soak(h):
         print("segment:", seg)
         lost = [seq for seq, _, tr in s.arrivals if tr is None]
         assert s.sent > 0
-        assert lost == [], (f"hops up to {hop}: {len(lost)} of {s.sent} datagrams lost: "
+        assert lost == [], (f"hops up to {hop}: {len(lost)} of {s.sent} datagrams lost ({s.host_drops} by the host's socket): "
                             f"{lost_ranges(s, events)}")
         if hop == HOPS:
             break

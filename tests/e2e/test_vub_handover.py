@@ -57,7 +57,7 @@ def test_vub_handover_local_upgrade(h):
     assert r.target_tap_fds == ["tap0"]
     assert tap_info(r.target_network) == ["ifname=tap0,downscript=no,migrate-fds=on (handed over)"]
     lost = [seq for seq, _, tr in r.arrivals if tr is None]
-    assert lost == [], f"{r.lost} of {r.sent} datagrams lost: {lost}"
+    assert lost == [], f"{r.lost} of {r.sent} datagrams lost ({r.host_drops} by the host's socket): {lost}"
     assert_guest_answers_after(r, "source_gone")
 
     # The disk: every write completed and intact, the writer went on on the
@@ -86,7 +86,7 @@ def test_vub_handover_cpr_transfer(h):
     assert not ran.exists(), f"the source ran its downscript: {ran.read_text()!r}"
     assert r.target_tap_fds == ["tap0"]
     lost = [seq for seq, _, tr in r.arrivals if tr is None]
-    assert lost == [], f"{r.lost} of {r.sent} datagrams lost: {lost}"
+    assert lost == [], f"{r.lost} of {r.sent} datagrams lost ({r.host_drops} by the host's socket): {lost}"
     assert_every_write_completed(r)
     assert r.writes_after > r.writes_at_switch, io
     assert r.vhost_user_connections == 1, io
@@ -154,7 +154,7 @@ def test_vub_handover_repeated_upgrades(h):
     assert r.vhost_user_connections == 1
     lost = [seq for seq, _, tr in s.arrivals if tr is None]
     assert s.sent > 0
-    assert lost == [], f"{s.lost} of {s.sent} datagrams lost over {HOPS} upgrades: {lost}"
+    assert lost == [], f"{s.lost} of {s.sent} datagrams lost over {HOPS} upgrades ({s.host_drops} by the host's socket): {lost}"
     fds = [u["fds"] for u in usage]
     assert fds[1:] == [fds[1]] * HOPS, fds
     # RSS: as in test_tap_handover_repeated_upgrades (20% over the median
