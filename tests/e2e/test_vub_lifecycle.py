@@ -1,8 +1,9 @@
 """What a VM does AFTER (and just before) a vhost-user-blk handover: the
 handover itself is test_vub_handover.py's; here the new QEMU must survive
 what management and the guest do next (stop/cont, a guest reboot, another
-handover after the reboot), a VM paused before `migrate`, a target whose
-load fails, and an old QEMU that is asked things once it handed over.
+handover after the reboot, a reset before a paused target's `cont`), a VM
+paused before `migrate`, a target whose load fails, and an old QEMU that
+is asked things once it handed over.
 
 Each test runs the vhost-user-blk-migrate-fds scenario (qemu-storage-daemon
 throttled to 1000 IOPS, the guest writer keeping 32 AIO writes in flight,
@@ -311,11 +312,11 @@ def test_vub_handover_then_reset_before_cont(h):
     the vrings handed over: the target must stop them (GET_VRING_BASE),
     here when the refused migration gives the session back to it, and
     give the backend the rebooted guest's new vrings (SET_VRING_ADDR)
-    before it starts any (SET_VRING_KICK).  Taken over instead, the backend would serve the old
-    rings, in memory the new guest reuses (the firmware of a VM that boots
-    from this disk then waits forever).  The target's vhost-user messages
-    come from its trace.  The guest boots, a new writer (run 2) completes
-    every write intact, one connection."""
+    before it starts any (SET_VRING_KICK).  Taken over instead, the
+    backend would serve the old rings, in memory the new guest reuses (the
+    guest's firmware then waited forever).  The target's vhost-user
+    messages come from its trace.  The guest boots, a new writer (run 2)
+    completes every write intact, one connection."""
     sc = scenario("vhost-user-blk-migrate-fds")
     src, r1 = boot_writing(h, sc)
     finish(h, src, r1)
