@@ -100,6 +100,18 @@ def quiesced(vm, resume=True):
         resume_writer(vm)
 
 
+def wait_completed(src, dst):
+    """Wait until the migration from src completed on both sides, for a
+    target that does not run the VM (so no RESUME to wait for)."""
+    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
+                              e["data"]["status"] in ("completed", "failed"))
+    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
+    deadline = time.monotonic() + scaled(30)
+    while qmp(dst, "query-migrate").get("status") != "completed":
+        assert time.monotonic() < deadline, "the target did not complete the incoming migration"
+        time.sleep(0.05)
+
+
 def boot_writing(h, sc):
     """Boot the source under sc, start the writer (run id 1); returns the
     source and the RunResult for stop_writer."""
@@ -282,13 +294,7 @@ def test_vub_handover_of_paused_vm(h):
     time.sleep(0.2)
     sc.pre_migrate(h)
     dst, _ = sc.migrate(h, src)
-    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
-                              e["data"]["status"] in ("completed", "failed"))
-    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
-    deadline = time.monotonic() + scaled(30)
-    while qmp(dst, "query-migrate").get("status") != "completed":
-        assert time.monotonic() < deadline, "the target did not complete the incoming migration"
-        time.sleep(0.05)
+    wait_completed(src, dst)
     # A VM paused before the migration stays paused on the target.
     assert qmp(dst, "query-status")["status"] == "paused"
     assert h.qsd.connections() == 1
@@ -324,13 +330,7 @@ def test_vub_handover_then_reset_before_cont(h):
     sc.pre_migrate(h)
     trace = h.dir / "trace-vhost-user-dst.log"
     dst, _ = sc.migrate(h, src, extra=["-S", *qemutrace.trace_args(trace, ("vhost_user_write",))])
-    done = src.mon.wait_event(lambda e: e["event"] == "MIGRATION" and
-                              e["data"]["status"] in ("completed", "failed"))
-    assert done["data"]["status"] == "completed", qmp(src, "query-migrate")
-    deadline = time.monotonic() + scaled(30)
-    while qmp(dst, "query-migrate").get("status") != "completed":
-        assert time.monotonic() < deadline, "the target did not complete the incoming migration"
-        time.sleep(0.05)
+    wait_completed(src, dst)
     assert src.quit() == 0, "the source did not quit cleanly"
     assert qmp(dst, "query-status")["status"] == "paused"
     dst.mon.discard_events()
