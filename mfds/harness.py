@@ -409,9 +409,11 @@ class Storage:
     log is the number of vhost-user connections.
     """
 
-    def __init__(self, h, image, iops_limit=None):
+    def __init__(self, h, image, iops_limit=None, queues=1):
+        """queues: the virtqueues each export offers (its num-queues)."""
         self.h = h
         self.node = "disk0"
+        self.queues = queues
         self.trace = h.dir / "qsd-trace.log"
         self.mon = Monitor("qsd")
         blockdev = ["--blockdev", f"driver=file,node-name=file0,filename={image}"]
@@ -432,7 +434,7 @@ class Storage:
 
     def add_export(self, ident, sock):
         self.mon.cmd("block-export-add", type="vhost-user-blk", id=ident,
-                     **{"node-name": self.node}, writable=True,
+                     **{"node-name": self.node, "num-queues": self.queues}, writable=True,
                      addr={"type": "unix", "path": str(sock)})
 
     def connections(self):

@@ -341,11 +341,13 @@ class CprTransfer(Part):
 @dataclass
 class Qsd(Part):
     """qemu-storage-daemon with export exp0 at the source's socket;
-    iops_limit throttles it (requests stay in it: a slow backend)."""
+    iops_limit throttles it (requests stay in it: a slow backend); queues:
+    the virtqueues of each export and of the disk on both sides."""
     iops_limit: Optional[int] = None
+    queues: int = 1
 
     def setup(self, h):
-        h.qsd = hn.Storage(h, h.image, self.iops_limit)
+        h.qsd = hn.Storage(h, h.image, self.iops_limit, self.queues)
         h.qsd.add_export("exp0", h.sock(SOURCE_DISK))
 
 
@@ -448,14 +450,25 @@ class Scenario:
     def source_disk(self, h):
         return h.sock(SOURCE_DISK)
 
+    @property
+    def disk_queues(self):
+        """The disk's virtqueues (the backend's say; 1 unless Qsd's queues)."""
+        return getattr(self.backend, "queues", 1)
+
+    def _with_disk_queues(self, opts):
+        if self.disk_queues == 1:
+            return opts
+        return {**opts, "disk_device_opts":
+                f"{opts['disk_device_opts']},num-queues={self.disk_queues}"}
+
     def source_disk_opts(self, h):
-        return self.disk.source_disk_opts(h)
+        return self._with_disk_queues(self.disk.source_disk_opts(h))
 
     def target_disk(self, h):
         return self.disk.target_disk(h)
 
     def target_disk_opts(self, h):
-        return self.disk.target_disk_opts(h)
+        return self._with_disk_queues(self.disk.target_disk_opts(h))
 
     def machine(self):
         return self.ram.machine()
@@ -511,9 +524,15 @@ SCENARIOS = {
 BASE_BUILDS = {"baseline-10.2.2"}
 
 
-def scenario(name, queues=1):
-    """A new scenario of SCENARIOS; queues: the tap's."""
+def scenario(name, queues=1, disk_queues=1):
+    """A new scenario of SCENARIOS; queues: the tap's; disk_queues: the
+    disk's virtqueues, for a qemu-storage-daemon backend (ValueError for
+    another: contrib/vhost-user-blk serves one)."""
     network, disk, ram, backend = SCENARIOS[name]
+    if disk_queues != 1:
+        if not isinstance(backend, Qsd):
+            raise ValueError(f"{name}: disk_queues={disk_queues} needs qemu-storage-daemon")
+        backend = replace(backend, queues=disk_queues)
     return Scenario(name, replace(network, queues=queues), replace(disk), replace(ram),
                     replace(backend), qemu=BASE_QEMU if name in BASE_BUILDS else None)
 

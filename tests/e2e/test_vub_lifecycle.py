@@ -322,10 +322,18 @@ def test_vub_handover_then_reset_before_cont(h):
     backend would serve the old rings, in memory the new guest reuses (the
     guest's firmware then waited forever).  The target's vhost-user
     messages come from its trace.  The guest boots, a new writer (run 2)
-    completes every write intact, one connection."""
-    sc = scenario("vhost-user-blk-migrate-fds")
+    completes every write intact, one connection.
+
+    The disk has two virtqueues and the guest, with one vCPU, sets up one
+    (/sys/block/vda/mq): the backend never started the other, so the
+    target must not stop it either, one GET_VRING_BASE per vring the
+    guest used."""
+    sc = scenario("vhost-user-blk-migrate-fds", disk_queues=2)
     src, r1 = boot_writing(h, sc)
     finish(h, src, r1)
+    guest_vqs = len(src.agent.run("ls /sys/block/vda/mq").split())
+    assert 0 < guest_vqs < sc.disk_queues, \
+        f"the guest set up {guest_vqs} of {sc.disk_queues} virtqueues: no unused one to test"
     boot_id = src.agent.run("cat /proc/sys/kernel/random/boot_id").strip()
     sc.pre_migrate(h)
     trace = h.dir / "trace-vhost-user-dst.log"
@@ -366,6 +374,8 @@ def test_vub_handover_then_reset_before_cont(h):
     assert SET_VRING_KICK in sent, sent
     before = sent[:sent.index(SET_VRING_KICK)]
     assert GET_VRING_BASE in before, f"the vrings the reset guest gave up were not stopped: {sent}"
+    assert before.count(GET_VRING_BASE) == guest_vqs, \
+        f"{before.count(GET_VRING_BASE)} vrings stopped, the guest used {guest_vqs}: {sent}"
     assert SET_VRING_ADDR in before, f"vrings started without their address: {sent}"
 
 
