@@ -5,16 +5,19 @@ A scenario is a combination of four parts, each with its say in how the
 target is started and what management does around the migration:
     network   NewTap (today: the target gets tap1, the host is switched to
               it), FallbackOpen (the same, the target's tap waiting for
-              fds that never come), TapHandover (the tap's fds handed over)
+              fds that never come), SourceOnlyTap (the same, the source's
+              tap may hand over, the migration does not ask it to),
+              TapHandover (the tap's fds handed over)
     disk      SecondExport (today: the target connects to a new export),
-              TargetOnly (the same, the target's property on), SessionHandover
-              (the vhost-user connection handed over)
+              TargetOnly / SourceOnly (the same, one side's property on),
+              SessionHandover (the vhost-user connection handed over)
     ram       SharedFile (x-ignore-shared), CprTransfer (the cpr-transfer
               mode: RAM and fds on a cpr channel); each starts the target
               and migrates
     backend   Qsd (qemu-storage-daemon, throttled or not), Contrib
               (contrib/vhost-user-blk)
-SCENARIOS names each combination once; scenario(name) builds one.
+SCENARIOS names each combination once; scenario(name) builds one, with
+QEMU 10.2.2 on the sides BASE_SIDES says.
 
 The hooks, which Scenario runs on every part in that order:
     setup(h)                   host side before the source starts
@@ -40,6 +43,7 @@ import signal
 import statistics
 import time
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Optional
 
 from . import harness as hn
@@ -162,6 +166,17 @@ class FallbackOpen(NewTap):
 
 
 @dataclass
+class SourceOnlyTap(NewTap):
+    """migrate-fds=on on the source's tap only, and the migration without
+    the migrate-fds parameter (a target that does not know it: QEMU
+    10.2.2): the source hands nothing over and the target gets tap1 as
+    with NewTap."""
+
+    def source_net(self, h):
+        return super().source_net(h) + ",migrate-fds=on"
+
+
+@dataclass
 class TapHandover(Tap):
     """migrate-fds for the tap: the source QEMU creates tap0 itself (a
     non-persistent tap: it lives only as long as some process holds an fd
@@ -230,6 +245,16 @@ class TargetOnly(SecondExport):
 
 
 @dataclass
+class SourceOnly(SecondExport):
+    """The vhost-user-blk property on the source only, and the migration
+    without the migrate-fds parameter: the source hands over no disk, the
+    target connects as today to a second export."""
+
+    def source_disk_opts(self, h):
+        return MIGRATE_FDS_DISK
+
+
+@dataclass
 class SessionHandover(Part):
     """migrate-fds for the disk: the target takes over the source's live
     vhost-user connection to the backend (the socket, and with it the rings
@@ -270,7 +295,7 @@ class SharedFile(Part):
         """Scenario.migrate() says what this does."""
         mig = f"unix:{h.sock('migrate')}"
         dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
-                    incoming=["defer"], extra=extra, qemu=sc.qemu,
+                    incoming=["defer"], extra=extra, qemu=sc.target_qemu,
                     nic_queues=sc.queues if target_net else None,
                     **sc.target_disk_opts(h))
         sc.target_started(h, dst)
@@ -282,8 +307,14 @@ class SharedFile(Part):
         return dst, t
 
     def target_running(self, dst):
-        """Host time at which the migrated target began to run."""
-        return hn.event_time(dst.mon.wait_event(lambda e: e["event"] == "RESUME"))
+        """Host time at which the migrated target began to run.  A target
+        whose load failed fails this at once, with its error (the source
+        completed all the same: the stream had left it)."""
+        ev = dst.mon.wait_event(lambda e: e["event"] == "RESUME" or
+                                (e["event"] == "MIGRATION" and e["data"]["status"] == "failed"))
+        if ev["event"] != "RESUME":
+            raise RuntimeError(f"the target's load failed: {load_error(dst)}")
+        return hn.event_time(ev)
 
 
 @dataclass
@@ -312,7 +343,7 @@ class CprTransfer(Part):
         main = [{"channel-type": "main", "addr": {**cpr, "path": str(h.sock("migrate"))}}]
         dst = hn.Vm(h, role, target_net or sc.target_net(h), sc.target_disk(h),
                     incoming=["defer", json.dumps({"channel-type": "cpr", "addr": cpr})],
-                    machine=self.machine(), connect=False, extra=extra, qemu=sc.qemu,
+                    machine=self.machine(), connect=False, extra=extra, qemu=sc.target_qemu,
                     nic_queues=sc.queues if target_net else None,
                     **sc.target_disk_opts(h))
         # No monitor to ask yet: the cpr socket appearing says it listens.
@@ -375,8 +406,9 @@ class Scenario:
     backend: Part
     # More options for the source QEMU only (e.g. a device the target lacks).
     source_extra: tuple = ()
-    # Both QEMUs from another binary (None: the build's)
-    qemu: Optional[str] = None
+    # The source's and the targets' QEMU binaries (None: the build's)
+    source_qemu: Optional[str] = None
+    target_qemu: Optional[str] = None
     # run(measure=True): the control and QEMU's trace, on every QEMU of the VM
     control: Optional["Control"] = None
 
@@ -496,7 +528,7 @@ class Scenario:
 SCENARIOS = {
     # What management must do today: a new tap and a second export.
     "baseline": (NewTap(), SecondExport(), SharedFile(), Qsd()),
-    # The same with both QEMUs unpatched (BASE_BUILDS): what the series
+    # The same with both QEMUs unpatched (BASE_SIDES): what the series
     # costs when nothing hands fds over.
     "baseline-10.2.2": (NewTap(), SecondExport(), SharedFile(), Qsd()),
     "baseline-cpr": (NewTap(), SecondExport(), CprTransfer(), Qsd()),
@@ -517,11 +549,20 @@ SCENARIOS = {
                                            Contrib()),
     "vhost-user-blk-target-only": (TapHandover(), TargetOnly(quiesced=True), SharedFile(),
                                    Qsd()),
+    # Between QEMU 10.2.2 and the series, with the devices' migrate-fds on
+    # on the series' side (BASE_SIDES): the first upgrade onto the series
+    # (its tap and disk wait, nothing comes, they open as today) and a
+    # return to 10.2.2 (nothing handed over: the stream of 10.2.2).
+    "upgrade-from-10.2.2": (FallbackOpen(), TargetOnly(quiesced=True), SharedFile(), Qsd()),
+    "downgrade-to-10.2.2": (SourceOnlyTap(), SourceOnly(quiesced=True), SharedFile(), Qsd()),
 }
 
 
-# The scenarios whose QEMUs are QEMU 10.2.2 as the series found it.
-BASE_BUILDS = {"baseline-10.2.2"}
+# The scenarios with a side whose QEMU is QEMU 10.2.2 as the series found
+# it (paths.BASE_QEMU): "source", "target" or both.
+BASE_SIDES = {"baseline-10.2.2": ("source", "target"),
+              "upgrade-from-10.2.2": ("source",),
+              "downgrade-to-10.2.2": ("target",)}
 
 
 def scenario(name, queues=1, disk_queues=1):
@@ -533,8 +574,11 @@ def scenario(name, queues=1, disk_queues=1):
         if not isinstance(backend, Qsd):
             raise ValueError(f"{name}: disk_queues={disk_queues} needs qemu-storage-daemon")
         backend = replace(backend, queues=disk_queues)
+    base = BASE_SIDES.get(name, ())
     return Scenario(name, replace(network, queues=queues), replace(disk), replace(ram),
-                    replace(backend), qemu=BASE_QEMU if name in BASE_BUILDS else None)
+                    replace(backend),
+                    source_qemu=BASE_QEMU if "source" in base else None,
+                    target_qemu=BASE_QEMU if "target" in base else None)
 
 
 class Control:
@@ -629,6 +673,14 @@ def stream_figures(s):
         host_drops=s.get("rcvbuf_errors"),
         arrivals=[(seq, t, recv.get(seq)) for seq, t in enumerate(sent_t)],
     )
+
+
+def load_error(vm):
+    """The last line of the log of vm, whose incoming migration failed
+    (QEMU's error; vm may have exited, so not query-migrate)."""
+    vm.proc.wait(2)
+    lines = Path(vm.proc.log).read_text(errors="replace").strip().splitlines()
+    return lines[-1] if lines else "(its log is empty)"
 
 
 def wait_running(vm, timeout=30):
@@ -849,7 +901,7 @@ def boot_source(h, sc, r):
     t = r.t
     extra = [*sc.source_extra, *(sc.control.qemu_args("src") if sc.control else ())]
     src = hn.Vm(h, "src", sc.source_net(h), sc.source_disk(h), machine=sc.machine(),
-                extra=extra, qemu=sc.qemu, **sc.source_disk_opts(h))
+                extra=extra, qemu=sc.source_qemu, **sc.source_disk_opts(h))
     sc.source_started(h, src)
     t["boot_start"] = time.monotonic()
     src.agent.wait_boot()
