@@ -15,7 +15,10 @@ next one).  At the end every write the
 guest submitted completed and reads back intact (assert_every_write_completed).
 
 A QEMU that dies (e.g. SIGSEGV) fails the step with its exit status and the
-tail of its log (work/e2e/<test>/qemu-<role>.log)."""
+tail of its log (work/e2e/<test>/qemu-<role>.log).
+
+stop/cont, the reboot, the handover after it and the paused VM run under
+both RAM parts (HANDOVERS): x-ignore-shared and the cpr-transfer mode."""
 import contextlib
 import re
 import socket
@@ -43,6 +46,12 @@ SET_VRING_ADDR, GET_VRING_BASE, SET_VRING_KICK = 9, 11, 12
 # Writes that must complete on the disk after a step for it to count as
 # working (0.2 s at the daemon's 1000 IOPS), and the time they get.
 PROGRESS, PROGRESS_S = 200, 20
+
+
+# The RAM part of the handover: x-ignore-shared, or the cpr-transfer mode.
+HANDOVERS = pytest.mark.parametrize("name", ["vhost-user-blk-migrate-fds",
+                                             "vhost-user-blk-migrate-fds-cpr"],
+                                    ids=["shared-file", "cpr-transfer"])
 
 
 def alive(vm):
@@ -146,14 +155,15 @@ def finish(h, vm, r, run=1, **extra):
     assert r.vhost_user_connections == 1, io_summary(r)
 
 
-def test_vub_handover_then_stop_cont(h):
+@HANDOVERS
+def test_vub_handover_then_stop_cont(h, name):
     """After a handover, `stop` then `cont` on the new QEMU, three times
     (the writer paused meanwhile, see quiesced()): the first start of the vrings
     the new QEMU does itself (not a take-over).  It used to SIGSEGV at
     `cont` (the memory regions taken over held the source's addresses):
     that fails here at the first `cont`, as "QEMU dst died (exit status
     -11)"."""
-    sc = scenario("vhost-user-blk-migrate-fds")
+    sc = scenario(name)
     src, r = boot_writing(h, sc)
     dst, _ = hand_over(h, sc, src)
     for i in range(1, 4):
@@ -255,36 +265,39 @@ def handover_then_reboot(h, sc):
     return dst, RunResult()
 
 
-def test_vub_handover_then_guest_reboot(h):
+@HANDOVERS
+def test_vub_handover_then_guest_reboot(h, name):
     """After a handover, the guest reboots (`system_reset` on the new QEMU):
     the device reset stops the vrings, the new guest
     kernel starts them again on the new QEMU (its own start, not a
     take-over), and the disk works: every write after the reboot completes
     intact.  It used to SIGSEGV at the restart (no boot, QEMU dead)."""
-    sc = scenario("vhost-user-blk-migrate-fds")
+    sc = scenario(name)
     dst, r3 = handover_then_reboot(h, sc)
     time.sleep(1)
     finish(h, dst, r3, run=3)
 
 
-def test_vub_handover_after_reboot_hands_over_again(h):
+@HANDOVERS
+def test_vub_handover_after_reboot_hands_over_again(h, name):
     """After a handover and a guest reboot, a second handover to a third
     QEMU, with the writer (run 3) running across it: the vrings the rebooted
     guest started on the second QEMU move on to the third, every write
     completes intact, and the daemon still saw one connection."""
-    sc = scenario("vhost-user-blk-migrate-fds")
+    sc = scenario(name)
     dst, r3 = handover_then_reboot(h, sc)
     dst2, _ = hand_over(h, sc, dst, role="dst2")
     finish(h, dst2, r3, run=3)
 
 
-def test_vub_handover_of_paused_vm(h):
+@HANDOVERS
+def test_vub_handover_of_paused_vm(h, name):
     """The VM is paused (`stop`, its writer paused and drained) before `migrate`: the
     handover completes into a target that stays paused; `cont` on the target
     while the old QEMU is still there (both hold the session: only the
     target may use it), then the old QEMU quits: the disk works after each,
     every write completes intact, one connection."""
-    sc = scenario("vhost-user-blk-migrate-fds")
+    sc = scenario(name)
     src, r = boot_writing(h, sc)
     # Nothing inside the daemon at the stop (see quiesced()); the writer
     # goes on on the target.
