@@ -74,7 +74,7 @@ def test_upgrade_from_10_2_2_then_hand_over(h):
     assert h.qsd.panics() == [], msg
     late = [seq for seq, sent, got in s.arrivals if got is None and sent > r.t["source_gone"]]
     assert s.sent > 0
-    assert late == [], f"datagrams sent after the first upgrade lost ({s.host_drops} by the host's socket): {late}"
+    assert late == [], f"datagrams sent after the first upgrade lost ({s.host_drops} by the host's socket): {late[:50]}"
     assert dst2.agent.run("echo alive").strip() == "alive"
 
 

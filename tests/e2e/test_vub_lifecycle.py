@@ -21,6 +21,7 @@ stop/cont, the reboot, the handover after it and the paused VM run under
 both RAM parts (HANDOVERS): x-ignore-shared and the cpr-transfer mode."""
 import contextlib
 import re
+import signal
 import socket
 import time
 from pathlib import Path
@@ -430,6 +431,33 @@ def test_vub_handover_requests_in_flight_at_switchover(h):
     print("switchover:", figures)
     finish(h, dst, r, **figures)
     assert figures["in_daemon_at_switchover"] > 0, figures
+
+
+def test_vub_source_takes_back_then_hands_over_and_reboots(h):
+    """The session goes back to the source and on from there: a handover
+    into a target started with -S, which is SIGKILLed before it runs the
+    VM; `cont` on the source, which takes its session back and completes
+    writes; then a handover from it to a new QEMU, with the writer
+    running across it, and a guest reboot there.  Every write completes
+    intact, and the daemon saw one connection throughout.  A source that
+    kept the session marked as handed over refuses that second handover
+    ("its session was handed over to another QEMU")."""
+    sc = scenario("vhost-user-blk-migrate-fds")
+    src, r = boot_writing(h, sc)
+    sc.pre_migrate(h)
+    dst, _ = sc.migrate(h, src, extra=["-S"])
+    wait_completed(src, dst)
+    dst.proc.stop(signal.SIGKILL)
+    qmp(src, "cont")
+    wait_running(src)
+    disk_works(h, src, "cont on the source whose target was killed")
+    dst2, _ = hand_over(h, sc, src, role="dst2")
+    finish(h, dst2, r)
+    reboot(h, dst2)
+    r2 = RunResult()
+    start_writer(dst2, run=2)
+    disk_works(h, dst2, "the reboot after the second handover")
+    finish(h, dst2, r2, run=2)
 
 
 def test_vub_failed_load_source_resumes_io(h):
